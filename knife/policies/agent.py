@@ -1,0 +1,63 @@
+"""The agent network shared by all agents (DESIGN 5).
+
+input = obs ++ one-hot agent id ++ one-hot last action
+fc1 (Linear + ReLU) -> GRUCell -> fc2 (Q per action)
+
+Hidden Linear+activation pairs live in `nn.Sequential` blocks so that the plasticity
+toolkit can find them by module path and swap them for composite units without the
+network being written for it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RNNAgent(nn.Module):
+    """Shared GRU agent: maps per-agent inputs and hidden state to Q-values."""
+
+    def __init__(self, input_dim: int, n_actions: int, hidden_dim: int = 64) -> None:
+        super().__init__()
+        self.input_dim = input_dim
+        self.n_actions = n_actions
+        self.hidden_dim = hidden_dim
+        self.fc1 = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.ReLU())
+        self.rnn = nn.GRUCell(hidden_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, n_actions)
+
+    def initial_state(self, *batch_shape: int) -> torch.Tensor:
+        return torch.zeros(*batch_shape, self.hidden_dim)
+
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step. inputs [..., input_dim], hidden [..., H] -> (q [..., A], hidden [..., H])."""
+        lead = inputs.shape[:-1]
+        x = self.fc1(inputs.reshape(-1, self.input_dim))
+        h = self.rnn(x, hidden.reshape(-1, self.hidden_dim))
+        q = self.fc2(h)
+        return q.reshape(*lead, self.n_actions), h.reshape(*lead, self.hidden_dim)
+
+    def unroll(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Whole sequences. inputs [B, T, N, D], hidden [B, N, H] -> q [B, T, N, A].
+
+        fc1 runs once over all steps (one big matmul); only the GRU recurrence loops over T.
+        """
+        b, t, n, _ = inputs.shape
+        x = self.fc1(inputs.reshape(b * t * n, self.input_dim)).reshape(b, t, n * 1, -1)
+        h = hidden.reshape(b * n, self.hidden_dim)
+        outs = []
+        for step in range(t):
+            h = self.rnn(x[:, step].reshape(b * n, -1), h)
+            outs.append(h)
+        hs = torch.stack(outs, dim=1)  # [B*N, T, H] ordered (b, n)
+        q = self.fc2(hs)
+        return q.reshape(b, n, t, self.n_actions).transpose(1, 2)
+
+
+def build_agent_inputs(
+    obs: torch.Tensor, last_actions_onehot: torch.Tensor, n_agents: int
+) -> torch.Tensor:
+    """obs [..., N, obs_dim], last actions one-hot [..., N, A] -> [..., N, obs+N+A]."""
+    eye = torch.eye(n_agents, dtype=obs.dtype, device=obs.device)
+    agent_ids = eye.expand(*obs.shape[:-2], n_agents, n_agents)
+    return torch.cat([obs, agent_ids, last_actions_onehot], dim=-1)

@@ -1,0 +1,130 @@
+"""QMIX/VDN Learner: the masked double-Q TD(lambda) loss over whole episodes.
+
+One training step, top to bottom (see `compute_loss_for_module`):
+  1. online agent Qs over the episode          q      [B, T+1, N, A]
+  2. Q of the taken actions, mixed              q_tot  [B, T]
+  3. double Q: online argmax at t+1 (available actions only), evaluated by the target
+     agent, mixed by the target mixer          v_next [B, T]
+  4. TD(lambda) targets from rewards, termination and padding masks
+  5. masked mean squared TD error
+RLlib then clips the global gradient norm and steps the optimizer; afterwards
+`after_gradient_based_update` runs the plasticity hook and the hard target sync.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+from knife.policies.targets import td_lambda_targets
+
+LOSS_METRICS = ("loss", "td_error_abs", "q_taken_mean", "target_mean")
+
+
+class RunningMeanStd:
+    """Running reward statistics for `standardise_rewards` (as EPyMARL does)."""
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def update(self, x: torch.Tensor) -> None:
+        if x.numel() == 0:
+            return
+        b_mean, b_var, b_count = x.mean().item(), x.var(unbiased=False).item(), x.numel()
+        delta, total = b_mean - self.mean, self.count + b_count
+        self.mean += delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.var, self.count = m2 / total, total
+
+
+class QMixTorchLearner(TorchLearner):
+    """TorchLearner for QMixRLModule."""
+
+    def build(self) -> None:
+        super().build()
+        # Targets are made after the optimizer exists so it only holds online parameters.
+        self.module.foreach_module(lambda mid, mod: mod.make_target_networks())
+        self.num_updates = 0
+        self.reward_stats = RunningMeanStd()
+
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self._module[module_id]
+        params = self.get_parameters(module)
+        if config.optimizer == "rmsprop":
+            # pymarl's RMSprop settings.
+            optimizer = torch.optim.RMSprop(params, lr=config.lr, alpha=0.99, eps=1e-5)
+        else:
+            optimizer = torch.optim.Adam(params, lr=config.lr)
+        self.register_optimizer(
+            module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr
+        )
+
+    def compute_loss_for_module(
+        self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
+    ) -> torch.Tensor:
+        module = self.module[module_id].unwrapped()
+        q = fwd_out["q_values"]  # [B, T+1, N, A]
+        actions = batch["actions"][:, :-1]  # [B, T, N]
+        avail = batch["avail_actions"]
+        filled, terminated = batch["filled"], batch["terminated"]
+        rewards = batch["reward"]
+        if config.standardise_rewards:
+            self.reward_stats.update(rewards[filled > 0])
+            rewards = (rewards - self.reward_stats.mean) / (self.reward_stats.var**0.5 + 1e-8)
+
+        q_taken = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
+        q_tot = module.mixer(q_taken, batch["state"][:, :-1])  # [B, T]
+
+        with torch.no_grad():
+            target_q = module.forward_target(batch)["target_q_values"][:, 1:]
+            unavailable = avail[:, 1:] < 0.5
+            if config.double_q:
+                greedy = q.detach()[:, 1:].masked_fill(unavailable, float("-inf")).argmax(-1)
+                target_max = target_q.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
+            else:
+                target_max = target_q.masked_fill(unavailable, float("-inf")).max(-1).values
+            # States past the end of an episode have no available actions (all -inf):
+            # zero them; the TD(lambda) recursion never uses them.
+            target_max = torch.nan_to_num(target_max, neginf=0.0)
+            v_next = module.target_mixer(target_max, batch["state"][:, 1:])
+            targets = td_lambda_targets(
+                rewards, terminated, filled, v_next, config.gamma, config.td_lambda
+            )
+
+        td_error = (q_tot - targets) * filled
+        n_valid = filled.sum().clamp(min=1.0)
+        loss = (td_error**2).sum() / n_valid
+        self.metrics.log_dict(
+            {
+                "loss": loss.item(),
+                "td_error_abs": (td_error.abs().sum() / n_valid).item(),
+                "q_taken_mean": ((q_tot * filled).sum() / n_valid).item(),
+                "target_mean": ((targets * filled).sum() / n_valid).item(),
+            },
+            key=module_id,
+            window=1,
+        )
+        return loss
+
+    def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        self.num_updates += 1
+        self.after_update_plasticity_hook(timesteps)
+        for module_id, module in self.module._rl_modules.items():
+            config = self.config.get_config_for_module(module_id)
+            if self.num_updates % config.target_update_interval == 0:
+                for online, target in module.unwrapped().get_target_network_pairs():
+                    target.load_state_dict(online.state_dict())
+        self.metrics.log_value("num_updates", self.num_updates, window=1)
+        _ = timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME)
+
+    def after_update_plasticity_hook(self, timesteps: dict[str, Any]) -> None:
+        """THE PLACE where plasticity monitoring and interventions run (issue 3).
+
+        Called after every optimizer step with `param.grad` still populated and before
+        the target sync, so a monitor sees this step's gradients and an intervention's
+        changes reach the targets in the same update. Nothing is monitored yet.
+        """

@@ -1,0 +1,61 @@
+"""Mixers: QMIX's monotonic hypernetwork mixer and VDN's sum (DESIGN 5)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class VDNMixer(nn.Module):
+    """Q_tot = sum_i Q_i. No parameters."""
+
+    def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """agent_qs [..., N], states [..., S] -> q_tot [...]."""
+        return agent_qs.sum(dim=-1)
+
+
+class QMixer(nn.Module):
+    """Monotonic mixer: state-conditioned hypernetworks produce non-negative mixing weights.
+
+    Q_tot = w_final . ELU(w1^T q + b1) + V(s), with w1 = |hyper_w1(s)|, w_final = |hyper_w_final(s)|.
+    Non-negative weights make dQ_tot/dQ_i >= 0, which is what makes per-agent greedy
+    actions consistent with the joint greedy action.
+    """
+
+    def __init__(
+        self, n_agents: int, state_dim: int, embed_dim: int = 32, hypernet_dim: int = 64
+    ) -> None:
+        super().__init__()
+        self.n_agents = n_agents
+        self.state_dim = state_dim
+        self.embed_dim = embed_dim
+        self.hyper_w1 = nn.Sequential(
+            nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim * n_agents)
+        )
+        self.hyper_w_final = nn.Sequential(
+            nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim)
+        )
+        self.hyper_b1 = nn.Linear(state_dim, embed_dim)
+        self.value = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))
+
+    def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """agent_qs [..., N], states [..., S] -> q_tot [...]."""
+        lead = agent_qs.shape[:-1]
+        qs = agent_qs.reshape(-1, 1, self.n_agents)
+        s = states.reshape(-1, self.state_dim)
+        w1 = self.hyper_w1(s).abs().view(-1, self.n_agents, self.embed_dim)
+        b1 = self.hyper_b1(s).view(-1, 1, self.embed_dim)
+        hidden = nn.functional.elu(torch.bmm(qs, w1) + b1)
+        w_final = self.hyper_w_final(s).abs().view(-1, self.embed_dim, 1)
+        v = self.value(s).view(-1, 1, 1)
+        q_tot = torch.bmm(hidden, w_final) + v
+        return q_tot.reshape(lead)
+
+
+def build_mixer(name: str, n_agents: int, state_dim: int, embed_dim: int = 32,
+                hypernet_dim: int = 64) -> nn.Module:
+    if name == "qmix":
+        return QMixer(n_agents, state_dim, embed_dim, hypernet_dim)
+    if name == "vdn":
+        return VDNMixer()
+    raise ValueError(f"training.mixer: unknown mixer {name!r}; allowed: 'qmix', 'vdn'")

@@ -3,8 +3,10 @@
 Payoffs (row = agent 0's action, column = agent 1's action; all agents get the same reward):
 
 matrix:climbing      Claus & Boutilier (1998)        [[ 11, -30,  0],
-                                                      [-30,   7,  6],
-                                                      [  0,   0,  5]]
+                                                      [-30,   7,  0],
+                                                      [  0,   6,  5]]
+                     (the layout the project's issue fixes; the 1998 table is its transpose,
+                     i.e. the same game with the two agents' roles swapped)
 matrix:penalty       Claus & Boutilier (1998)        [[ k,  0, 10],
                                                       [ 0,  2,  0],
                                                       [10,  0,  k]]
@@ -54,7 +56,7 @@ import numpy as np
 from knife.envs.base import TeamEnv, TeamSpec
 from knife.envs.validation import check_actions, check_keys, get_float
 
-CLIMBING = ((11.0, -30.0, 0.0), (-30.0, 7.0, 6.0), (0.0, 0.0, 5.0))
+CLIMBING = ((11.0, -30.0, 0.0), (-30.0, 7.0, 0.0), (0.0, 6.0, 5.0))
 NONMONOTONIC = ((8.0, -12.0, -12.0), (-12.0, 0.0, 0.0), (-12.0, 0.0, 0.0))
 QPLEX_3 = ((8.0, -12.0, -12.0), (-12.0, 6.0, 0.0), (-12.0, 0.0, 6.0))
 PENALTY_K_DEFAULT = -100.0

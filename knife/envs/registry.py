@@ -7,8 +7,9 @@ before a Tune sweep starts), `names()` lists what can be built.
 Two kinds of entries:
 * exact names, e.g. "stag_hunt": factory(**config) -> TeamEnv;
 * families, e.g. "smax:" (any name ending in ":" is a family unless family=False is passed):
-  factory(suffix, **config) -> TeamEnv, so "smax:protoss_5_vs_5" calls the "smax:" factory
-  with suffix "protoss_5_vs_5". Exact names win over families, longer prefixes over shorter.
+  factory(suffix, /, **config) -> TeamEnv, so "smax:protoss_5_vs_5" calls the "smax:" factory
+  with suffix "protoss_5_vs_5" (make the suffix positional-only so no config key can clash
+  with it). Exact names win over families, longer prefixes over shorter.
 
 Optional per entry: `keys` (allowed config keys, checked here with the standard message),
 `validator` (config -> None, or (suffix, config) -> None for families, raising ValueError;
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from knife.envs import matrix, stag_hunt
 from knife.envs.base import TeamEnv
 from knife.envs.validation import check_keys
 
@@ -130,9 +132,6 @@ def validate(name: str, config: Mapping[str, Any] | None = None) -> None:
 
 
 def _register_builtins() -> None:
-    # Imported here so the registry module itself stays import-light for adapters.
-    from knife.envs import matrix, stag_hunt
-
     def one_step(game: str) -> tuple[Factory, Callable[[Mapping[str, Any]], None]]:
         # A closure, not a default argument, so a config key can never shadow the game name.
         def factory(**cfg: Any) -> TeamEnv:

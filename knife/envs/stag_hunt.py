@@ -20,7 +20,8 @@ Rules
   3. Prey: each living prey, with probability `prey_move_prob` (default 1.0), moves to a
      uniformly chosen free 4-neighbour (same simultaneous rule; stays if none is free).
 * The episode terminates when every prey is captured; it is truncated (not terminated) after
-  `episode_limit` steps (default 200), with info['episode_limit'] = True.
+  `episode_limit` steps (default 200), with info['episode_limit'] = True. info also carries
+  the episode's running `stags_captured` and `hares_captured`.
 
 Available actions: stay always; a move when its target cell is inside the grid and free now
 (another agent may still take it this step, then the move fails); catch only when a living
@@ -243,7 +244,11 @@ class StagHuntEnv(TeamEnv):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         cfg = self.cfg
-        positions = (options or {}).get("positions")
+        options = options or {}
+        for key in options:
+            if key != "positions":
+                raise ValueError(f"options: unknown key {key!r} for stag_hunt; allowed: positions")
+        positions = options.get("positions")
         if positions is not None:
             agents, stags, hares = self._parse_positions(positions)
         else:

@@ -272,7 +272,9 @@ def result_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The curated, flat metrics of one `Algorithm.train()` result (for MLflow, Tune)."""
     out: dict[str, float] = {}
     for key, value in result.get(KNIFE, {}).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, bool
+        ):
             out[key] = float(value)
     learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
     for key in ("loss", "td_error_abs", "q_taken_mean", "target_mean", "gradients_maybe_clipped"):

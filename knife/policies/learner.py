@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
-from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from knife.policies.targets import td_lambda_targets
 
@@ -119,7 +118,6 @@ class QMixTorchLearner(TorchLearner):
                 for online, target in module.unwrapped().get_target_network_pairs():
                     target.load_state_dict(online.state_dict())
         self.metrics.log_value("num_updates", self.num_updates, window=1)
-        _ = timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME)
 
     def after_update_plasticity_hook(self, timesteps: dict[str, Any]) -> None:
         """THE PLACE where plasticity monitoring and interventions run (issue 3).

@@ -1,0 +1,141 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from knife.envs import MatrixGame, TwoStepGame, make
+from knife.envs.matrix import CLIMBING, NONMONOTONIC, QPLEX_3, TWO_STEP_2B
+
+
+def play(env, joint):
+    env.reset(seed=0)
+    return env.step(np.array(joint))
+
+
+def all_rewards(env):
+    n_actions = env.n_actions
+    table = np.zeros((n_actions,) * env.n_agents)
+    for joint in itertools.product(range(n_actions), repeat=env.n_agents):
+        _, reward, terminated, truncated, info = play(env, joint)
+        assert terminated and not truncated
+        assert info == {"episode_limit": False}
+        assert isinstance(reward, float)
+        table[joint] = reward
+    return table
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "expected"),
+    [
+        ("matrix:climbing", {}, CLIMBING),
+        ("matrix:penalty", {}, [[-100, 0, 10], [0, 2, 0], [10, 0, -100]]),
+        ("matrix:penalty", {"k": -25}, [[-25, 0, 10], [0, 2, 0], [10, 0, -25]]),
+        ("matrix:nonmonotonic", {}, [[8, -12, -12], [-12, 0, 0], [-12, 0, 0]]),
+        ("matrix:qplex_1", {}, [[10.4, 0, 10], [0, 10, 10], [10, 10, 10]]),
+        ("matrix:qplex_1", {"first_weight": 12}, [[12, 0, 10], [0, 10, 10], [10, 10, 10]]),
+        ("matrix:qplex_2", {}, NONMONOTONIC),
+        ("matrix:qplex_3", {}, QPLEX_3),
+    ],
+)
+def test_one_step_payoffs(name, config, expected):
+    env = make(name, **config)
+    assert (env.n_agents, env.n_actions, env.team.episode_limit) == (2, 3, 1)
+    np.testing.assert_allclose(all_rewards(env), expected)
+
+
+def test_named_payoff_values():
+    assert CLIMBING == ((11, -30, 0), (-30, 7, 0), (0, 6, 5))
+    assert QPLEX_3 == ((8, -12, -12), (-12, 6, 0), (-12, 0, 6))
+
+
+def test_one_step_observation():
+    env = make("matrix:climbing")
+    obs, info = env.reset(seed=3)
+    assert info == {}
+    assert env.observation_space.contains(obs)
+    np.testing.assert_array_equal(obs["obs"], np.ones((2, 1), np.float32))
+    np.testing.assert_array_equal(obs["state"], np.ones(1, np.float32))
+    np.testing.assert_array_equal(obs["avail_actions"], np.ones((2, 3), np.float32))
+    nxt, *_ = env.step([0, 0])
+    assert env.observation_space.contains(nxt)
+
+
+def test_custom_three_agents():
+    payoff = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
+    env = make("matrix:custom", payoff=payoff.tolist())
+    assert (env.n_agents, env.n_actions) == (3, 4)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(
+        obs["avail_actions"], [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
+    )
+    assert env.observation_space.contains(obs)
+    for joint in [(0, 0, 0), (1, 2, 3), (1, 0, 2)]:
+        assert play(env, joint)[1] == payoff[joint]
+
+
+def test_custom_padded_action_is_played_as_last_real_action():
+    env = make("matrix:custom", payoff=[[1, 2, 3], [4, 5, 6]])  # agent 0 has 2 actions
+    assert play(env, (2, 1))[1] == 5.0  # action 2 of agent 0 is padding -> its action 1
+
+
+def test_custom_one_agent():
+    env = make("matrix:custom", payoff=[3.0, -1.0])
+    assert (env.n_agents, env.n_actions) == (1, 2)
+    assert play(env, (1,))[1] == -1.0
+
+
+def test_step_after_end_and_bad_actions():
+    env = MatrixGame([[1, 0], [0, 1]])
+    env.reset()
+    with pytest.raises(ValueError, match=r"actions: each action must be in \[0, 1\]"):
+        env.step([0, 2])
+    with pytest.raises(ValueError, match=r"actions: expected an integer array of shape \(2,\)"):
+        env.step([0, 1, 1])
+    env.step([1, 1])
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step([1, 1])
+
+
+def test_two_step_transitions():
+    env = make("matrix:two_step")
+    assert (env.n_agents, env.n_actions, env.team.episode_limit) == (2, 2, 2)
+    assert env.team.obs_dim == env.team.state_dim == 3
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs["state"], [1, 0, 0])
+    np.testing.assert_array_equal(obs["obs"], [[1, 0, 0], [1, 0, 0]])
+
+    # Agent 0 picks the branch; agent 1's first action does not matter.
+    for first, branch in [((0, 0), 1), ((0, 1), 1), ((1, 0), 2), ((1, 1), 2)]:
+        for second in itertools.product(range(2), repeat=2):
+            env.reset()
+            obs, reward, terminated, truncated, info = env.step(first)
+            assert (reward, terminated, truncated) == (0.0, False, False)
+            assert info["episode_limit"] is False
+            expected_state = np.eye(3, dtype=np.float32)[branch]
+            np.testing.assert_array_equal(obs["state"], expected_state)
+            np.testing.assert_array_equal(obs["obs"], np.stack([expected_state] * 2))
+            assert env.observation_space.contains(obs)
+            obs, reward, terminated, truncated, info = env.step(second)
+            expected = 7.0 if branch == 1 else TWO_STEP_2B[second[0]][second[1]]
+            assert reward == expected
+            assert terminated and not truncated and info == {"episode_limit": False}
+
+
+def test_two_step_optimal_return_is_8():
+    env = TwoStepGame()
+    env.reset()
+    total = env.step([1, 0])[1] + env.step([1, 1])[1]
+    assert total == 8.0
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["matrix:climbing", "matrix:penalty", "matrix:nonmonotonic", "matrix:qplex_1",
+     "matrix:qplex_2", "matrix:qplex_3", "matrix:two_step"],
+)
+def test_check_env(name, strict_check_env):
+    strict_check_env(make(name))
+
+
+def test_check_env_custom_padded(strict_check_env):
+    strict_check_env(make("matrix:custom", payoff=[[[1, 2]], [[3, 4]]]))

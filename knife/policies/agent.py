@@ -29,7 +29,9 @@ class RNNAgent(nn.Module):
     def initial_state(self, *batch_shape: int) -> torch.Tensor:
         return torch.zeros(*batch_shape, self.hidden_dim)
 
-    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, inputs: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step. inputs [..., input_dim], hidden [..., H] -> (q [..., A], hidden [..., H])."""
         lead = inputs.shape[:-1]
         x = self.fc1(inputs.reshape(-1, self.input_dim))

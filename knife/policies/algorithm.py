@@ -106,8 +106,15 @@ class QMixConfig(AlgorithmConfig):
 
     @property
     def _model_config_auto_includes(self) -> dict[str, Any]:
-        keys = ("mixer", "agent_hidden_dim", "mixer_embed_dim", "hypernet_dim",
-                "epsilon_start", "epsilon_finish", "epsilon_anneal_steps")
+        keys = (
+            "mixer",
+            "agent_hidden_dim",
+            "mixer_embed_dim",
+            "hypernet_dim",
+            "epsilon_start",
+            "epsilon_finish",
+            "epsilon_anneal_steps",
+        )
         return super()._model_config_auto_includes | {k: getattr(self, k) for k in keys}
 
     def get_default_learner_class(self) -> type:
@@ -126,13 +133,20 @@ class QMix(Algorithm):
         team = make_env(self.config.env, **dict(self.config.env_config or {})).team
         self.team = team
         self.replay_buffer = EpisodeReplayBuffer(
-            self.config.buffer_size, team.episode_limit, team.n_agents,
-            team.obs_dim, team.state_dim, team.n_actions,
+            self.config.buffer_size,
+            team.episode_limit,
+            team.n_agents,
+            team.obs_dim,
+            team.state_dim,
+            team.n_actions,
         )
         self._rng = np.random.default_rng(self.config.seed)
         self.counters = {
-            "env_steps": 0, "episodes": 0, "learner_updates": 0,
-            "last_test_at": -1, "update_credit": 0.0,
+            "env_steps": 0,
+            "episodes": 0,
+            "learner_updates": 0,
+            "last_test_at": -1,
+            "update_credit": 0.0,
         }
         self._last_test: dict[str, float] = {}
         self._weights_synced = False
@@ -177,7 +191,9 @@ class QMix(Algorithm):
             "train_return": float(np.mean(returns)),
             "train_episode_len": float(np.mean([ep.length for ep in episodes])),
             "epsilon": linear_epsilon(
-                self.counters["env_steps"], cfg.epsilon_start, cfg.epsilon_finish,
+                self.counters["env_steps"],
+                cfg.epsilon_start,
+                cfg.epsilon_finish,
                 cfg.epsilon_anneal_steps,
             ),
             "sample_seconds": sample_s,
@@ -272,9 +288,7 @@ def result_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The curated, flat metrics of one `Algorithm.train()` result (for MLflow, Tune)."""
     out: dict[str, float] = {}
     for key, value in result.get(KNIFE, {}).items():
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-            value, bool
-        ):
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
             out[key] = float(value)
     learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
     for key in ("loss", "td_error_abs", "q_taken_mean", "target_mean", "gradients_maybe_clipped"):

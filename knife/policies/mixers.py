@@ -17,7 +17,8 @@ class VDNMixer(nn.Module):
 class QMixer(nn.Module):
     """Monotonic mixer: state-conditioned hypernetworks produce non-negative mixing weights.
 
-    Q_tot = w_final . ELU(w1^T q + b1) + V(s), with w1 = |hyper_w1(s)|, w_final = |hyper_w_final(s)|.
+    Q_tot = w_final . ELU(w1^T q + b1) + V(s),
+    with w1 = |hyper_w1(s)| and w_final = |hyper_w_final(s)|.
     Non-negative weights make dQ_tot/dQ_i >= 0, which is what makes per-agent greedy
     actions consistent with the joint greedy action.
     """
@@ -30,13 +31,17 @@ class QMixer(nn.Module):
         self.state_dim = state_dim
         self.embed_dim = embed_dim
         self.hyper_w1 = nn.Sequential(
-            nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim * n_agents)
+            nn.Linear(state_dim, hypernet_dim),
+            nn.ReLU(),
+            nn.Linear(hypernet_dim, embed_dim * n_agents),
         )
         self.hyper_w_final = nn.Sequential(
             nn.Linear(state_dim, hypernet_dim), nn.ReLU(), nn.Linear(hypernet_dim, embed_dim)
         )
         self.hyper_b1 = nn.Linear(state_dim, embed_dim)
-        self.value = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))
+        self.value = nn.Sequential(
+            nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1)
+        )
 
     def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """agent_qs [..., N], states [..., S] -> q_tot [...]."""
@@ -52,8 +57,9 @@ class QMixer(nn.Module):
         return q_tot.reshape(lead)
 
 
-def build_mixer(name: str, n_agents: int, state_dim: int, embed_dim: int = 32,
-                hypernet_dim: int = 64) -> nn.Module:
+def build_mixer(
+    name: str, n_agents: int, state_dim: int, embed_dim: int = 32, hypernet_dim: int = 64
+) -> nn.Module:
     if name == "qmix":
         return QMixer(n_agents, state_dim, embed_dim, hypernet_dim)
     if name == "vdn":

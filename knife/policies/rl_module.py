@@ -91,9 +91,9 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
             q, state_out = self._agent_step(batch)
             greedy = q.argmax(dim=-1)
             avail = batch[Columns.OBS]["avail_actions"]
-            random_actions = torch.multinomial(
-                avail.reshape(-1, self.n_actions), 1
-            ).reshape(greedy.shape)
+            random_actions = torch.multinomial(avail.reshape(-1, self.n_actions), 1).reshape(
+                greedy.shape
+            )
             eps = linear_epsilon(t, *self.epsilon_schedule)
             explore = torch.rand(greedy.shape, device=q.device) < eps
             return self._with_actions(torch.where(explore, random_actions, greedy), state_out)

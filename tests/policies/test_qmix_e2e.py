@@ -15,8 +15,13 @@ SMALL_STAG_HUNT = {"world_shape": [5, 5], "n_agents": 2, "n_stags": 1, "episode_
 
 def _config(env, env_config=None, mixer="qmix", runners=0, **training):
     defaults = dict(
-        lr=1e-3, batch_size=32, learning_starts=32, target_update_interval=200,
-        epsilon_anneal_steps=5000, test_interval=2000, test_episodes=16,
+        lr=1e-3,
+        batch_size=32,
+        learning_starts=32,
+        target_update_interval=200,
+        epsilon_anneal_steps=5000,
+        test_interval=2000,
+        test_episodes=16,
     )
     defaults.update(training)
     cfg = (
@@ -55,8 +60,14 @@ def _random_return(env_name, env_config, episodes=200):
 
 @pytest.mark.e2e
 def test_qmix_solves_the_two_step_game(ray_local):
-    algo = _config("matrix:two_step", td_lambda=0.0, target_update_interval=50,
-                   epsilon_anneal_steps=2000, test_interval=1000, test_episodes=4).build_algo()
+    algo = _config(
+        "matrix:two_step",
+        td_lambda=0.0,
+        target_update_interval=50,
+        epsilon_anneal_steps=2000,
+        test_interval=1000,
+        test_episodes=4,
+    ).build_algo()
     try:
         metrics = _train(algo, 6000)
     finally:
@@ -122,8 +133,9 @@ def test_checkpoint_restore_gives_identical_weights_and_actions(ray_local, tmp_p
 
 @pytest.mark.e2e
 def test_target_network_syncs_every_interval(ray_local):
-    algo = _config("matrix:two_step", target_update_interval=5, learning_starts=32,
-                   epsilon_anneal_steps=100).build_algo()
+    algo = _config(
+        "matrix:two_step", target_update_interval=5, learning_starts=32, epsilon_anneal_steps=100
+    ).build_algo()
     try:
         _train(algo, 200)  # fills the buffer, some updates happen
         learner = algo.learner_group._learner

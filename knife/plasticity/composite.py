@@ -41,7 +41,7 @@ FROZEN_BUFFERS = (
 
 
 class CompositeLinear(nn.Module):
-    """A Linear + elementwise activation whose units can carry frozen knowledge/compensation rows."""
+    """Linear + elementwise activation whose units can carry frozen knowledge/compensation rows."""
 
     def __init__(self, linear: nn.Linear | CompositeLinear, activation: nn.Module) -> None:
         super().__init__()
@@ -160,11 +160,16 @@ class CompositeLinear(nn.Module):
                 nn.init.uniform_(self.bias, -bound, bound)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, extra_rows={self._n_frozen}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"extra_rows={self._n_frozen}"
+        )
 
     # ----------------------------------------------------------------- internals
 
-    def _append(self, w: torch.Tensor, b: torch.Tensor, s: torch.Tensor, i: torch.Tensor, t: torch.Tensor) -> None:
+    def _append(
+        self, w: torch.Tensor, b: torch.Tensor, s: torch.Tensor, i: torch.Tensor, t: torch.Tensor
+    ) -> None:
         for name, new in zip(FROZEN_BUFFERS, (w, b, s, i, t), strict=True):
             setattr(self, name, torch.cat([getattr(self, name), new.to(getattr(self, name))]))
         self._refresh()

@@ -21,8 +21,13 @@ def fresh_parameters(module: nn.Module) -> dict[str, torch.Tensor]:
     """Freshly initialized values for `module`'s own (non-recursive) parameters, by name."""
     if isinstance(module, nn.Linear | CompositeLinear):
         w = module.weight
-        tmp = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
-                        device=w.device, dtype=w.dtype)
+        tmp = nn.Linear(
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            device=w.device,
+            dtype=w.dtype,
+        )
         return {n: p.detach() for n, p in tmp.named_parameters()}
     own = {n: p for n, p in module._parameters.items() if p is not None}
     if not own or not hasattr(module, "reset_parameters"):

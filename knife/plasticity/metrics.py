@@ -44,12 +44,15 @@ def run_batch(model: nn.Module, batch: Batch) -> Any:
         return model(**batch)
     if isinstance(batch, torch.Tensor):
         return model(batch)
-    raise TypeError(f"batch must be a callable, tensor, tuple/list or dict, got {type(batch).__name__}")
+    raise TypeError(
+        f"batch must be a callable, tensor, tuple/list or dict, got {type(batch).__name__}"
+    )
 
 
 @torch.no_grad()
-def mean_abs_activations(model: nn.Module, batch: Batch, scope: Scope = None,
-                         layers: list[UnitLayer] | None = None) -> dict[str, torch.Tensor]:
+def mean_abs_activations(
+    model: nn.Module, batch: Batch, scope: Scope = None, layers: list[UnitLayer] | None = None
+) -> dict[str, torch.Tensor]:
     """Mean |activation| of every unit over the batch (all leading dims, all calls)."""
     layers = find_unit_layers(model, scope) if layers is None else layers
     sums: dict[str, torch.Tensor] = {}
@@ -80,28 +83,37 @@ def mean_abs_activations(model: nn.Module, batch: Batch, scope: Scope = None,
             h.remove()
     missing = [ly.path for ly in layers if ly.path not in sums]
     if missing:
-        raise ValueError(f"batch did not run layers {missing}; pass a batch that runs the whole model")
+        raise ValueError(
+            f"batch did not run layers {missing}; pass a batch that runs the whole model"
+        )
     return {p: s / counts[p] for p, s in sums.items()}
 
 
-def activation_scores(model: nn.Module, batch: Batch, scope: Scope = None,
-                      layers: list[UnitLayer] | None = None) -> dict[str, torch.Tensor]:
+def activation_scores(
+    model: nn.Module, batch: Batch, scope: Scope = None, layers: list[UnitLayer] | None = None
+) -> dict[str, torch.Tensor]:
     """ReDo scores s_i = mean|a_i| / mean_j mean|a_j| per layer."""
     acts = mean_abs_activations(model, batch, scope, layers)
     return {p: a / a.mean().clamp_min(1e-30) for p, a in acts.items()}
 
 
-def dormant_masks(model: nn.Module, batch: Batch, tau: float = 0.025, scope: Scope = None) -> dict[str, torch.Tensor]:
+def dormant_masks(
+    model: nn.Module, batch: Batch, tau: float = 0.025, scope: Scope = None
+) -> dict[str, torch.Tensor]:
     tau = check_tau(tau)
     return {p: s <= tau for p, s in activation_scores(model, batch, scope).items()}
 
 
-def dormant_fraction(model: nn.Module, batch: Batch, tau: float = 0.025, scope: Scope = None) -> dict[str, float]:
+def dormant_fraction(
+    model: nn.Module, batch: Batch, tau: float = 0.025, scope: Scope = None
+) -> dict[str, float]:
     """{"dormant_fraction/<layer>", ".../<network>", ".../all": fraction}."""
     return fraction_metrics("dormant_fraction", dormant_masks(model, batch, tau, scope))
 
 
-def grama_scores(model: nn.Module, scope: Scope = None, layers: list[UnitLayer] | None = None) -> dict[str, torch.Tensor]:
+def grama_scores(
+    model: nn.Module, scope: Scope = None, layers: list[UnitLayer] | None = None
+) -> dict[str, torch.Tensor]:
     """GraMa: mean |grad| of each unit's incoming weights, normalized by the layer mean.
 
     Uses the gradients currently in .grad (call after backward). A missing .grad counts as 0.
@@ -130,8 +142,10 @@ def grama_fraction(model: nn.Module, tau: float = 0.025, scope: Scope = None) ->
 
 
 @torch.no_grad()
-def capture_features(model: nn.Module, batch: Batch, paths: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Outputs of the modules at `paths` during one forward pass, as [n, features] (calls stacked)."""
+def capture_features(
+    model: nn.Module, batch: Batch, paths: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Outputs of the modules at `paths` in one forward pass, as [n, features] (calls stacked)."""
     got: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
     handles = []
     try:
@@ -213,7 +227,11 @@ def plasticity_metrics(
     if batch is not None:
         layers = find_unit_layers(model, scope)
         scores = activation_scores(model, batch, layers=layers)
-        out.update(fraction_metrics("dormant_fraction", {p: s <= check_tau(dormant_tau) for p, s in scores.items()}))
+        out.update(
+            fraction_metrics(
+                "dormant_fraction", {p: s <= check_tau(dormant_tau) for p, s in scores.items()}
+            )
+        )
         last: dict[str, str] = {}
         for ly in layers:
             last[ly.network] = ly.path
@@ -229,7 +247,10 @@ def _norms(model: nn.Module, scope: Scope, prefix: str, pick: Callable) -> dict[
     out = {}
     for entry in resolve_scope(model, scope):
         mod = get_module(model, entry)
-        sq = [pick(p).detach().float().square().sum() for p in mod.parameters()
-              if p.requires_grad and pick(p) is not None]
+        sq = [
+            pick(p).detach().float().square().sum()
+            for p in mod.parameters()
+            if p.requires_grad and pick(p) is not None
+        ]
         out[f"{prefix}/{entry or 'model'}"] = float(torch.stack(sq).sum().sqrt()) if sq else 0.0
     return out

@@ -139,12 +139,17 @@ class StagnationMonitor:
     def volatile_fraction(self) -> dict[str, float]:
         return fraction_metrics("volatile_fraction", self.volatile_masks())
 
-    def score_histograms(self, bins: int = 20, max_score: float | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per layer (counts, bin edges) of the scores over [0, max_score] (default 2 x volatile)."""
+    def score_histograms(
+        self, bins: int = 20, max_score: float | None = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (counts, bin edges) of the scores on [0, max_score] (default 2 x volatile)."""
         hi = 2 * self.volatile_threshold if max_score is None else float(max_score)
         edges = torch.linspace(0.0, hi, bins + 1)
         return {
-            f"stagnation_score/{p}": (torch.histc(s.float().cpu().clamp(max=hi), bins=bins, min=0.0, max=hi), edges)
+            f"stagnation_score/{p}": (
+                torch.histc(s.float().cpu().clamp(max=hi), bins=bins, min=0.0, max=hi),
+                edges,
+            )
             for p, s in self.scores().items()
         }
 
@@ -179,8 +184,13 @@ class StagnationMonitor:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "config": {"tau": self.tau, "beta": self.beta, "signal": self.signal,
-                       "volatile_threshold": self.volatile_threshold, "eps": self.eps},
+            "config": {
+                "tau": self.tau,
+                "beta": self.beta,
+                "signal": self.signal,
+                "volatile_threshold": self.volatile_threshold,
+                "eps": self.eps,
+            },
             "num_updates": self.num_updates,
             "ema": {p: e.detach().cpu().clone() for p, e in self._ema.items()},
             "prev": {p: [t.detach().cpu().clone() for t in ts] for p, ts in self._prev.items()},
@@ -189,10 +199,15 @@ class StagnationMonitor:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         ema = state["ema"]
         if set(ema) != set(self._ema):
-            raise ValueError(f"monitor state is for layers {sorted(ema)}, this monitor has {sorted(self._ema)}")
+            raise ValueError(
+                f"monitor state is for layers {sorted(ema)}, this monitor has {sorted(self._ema)}"
+            )
         for p, e in ema.items():
             if e.shape != self._ema[p].shape:
-                raise ValueError(f"monitor state for {p!r} has shape {tuple(e.shape)}, expected {tuple(self._ema[p].shape)}")
+                raise ValueError(
+                    f"monitor state for {p!r} has shape {tuple(e.shape)}, "
+                    f"expected {tuple(self._ema[p].shape)}"
+                )
             self._ema[p].copy_(e)
         cfg = state.get("config", {})
         self.tau = check_tau(cfg.get("tau", self.tau))

@@ -50,7 +50,9 @@ def reset_optimizer_state(
             val.index_fill_(1, cols.to(val.device), 0)
 
 
-def reset_optimizer_params(optimizer: torch.optim.Optimizer | None, params: Iterable[torch.Tensor]) -> None:
+def reset_optimizer_params(
+    optimizer: torch.optim.Optimizer | None, params: Iterable[torch.Tensor]
+) -> None:
     """Fully reset the state of every tensor in `params`."""
     for p in params:
         reset_optimizer_state(optimizer, p)

@@ -38,7 +38,9 @@ def ensure_composite(layer: UnitLayer) -> CompositeLinear:
     if isinstance(layer.module, CompositeLinear):
         return layer.module
     if layer.kind != "linear" or layer.parent is None or layer.index is None:
-        raise ValueError(f"{layer.path}: only Linear + activation pairs in a Sequential get composites")
+        raise ValueError(
+            f"{layer.path}: only Linear + activation pairs in a Sequential get composites"
+        )
     comp = CompositeLinear(layer.module, layer.activation)
     layer.parent[layer.index] = comp
     layer.parent[layer.index + 1] = nn.Identity()
@@ -81,8 +83,10 @@ def install_from_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Ten
     Returns the raw paths that were installed or resized. Values are not loaded.
     """
     done: list[str] = []
-    wrappers = sorted((k[: -len(_INJECTION_KEY)] for k in state_dict if k.endswith(_INJECTION_KEY)),
-                      key=lambda p: p.count("."))
+    wrappers = sorted(
+        (k[: -len(_INJECTION_KEY)] for k in state_dict if k.endswith(_INJECTION_KEY)),
+        key=lambda p: p.count("."),
+    )
     for raw in wrappers:
         mod = _raw_get(model, raw)
         if not isinstance(mod, InjectedModule):
@@ -103,9 +107,15 @@ def install_from_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Ten
         names = list(parent._modules)
         k = names.index(name)
         nxt = parent._modules[names[k + 1]] if k + 1 < len(names) else None
-        if not (isinstance(parent, nn.Sequential) and isinstance(mod, nn.Linear)
-                and isinstance(nxt, ELEMENTWISE_ACTIVATIONS)):
-            raise ValueError(f"checkpoint has a composite at {raw!r} but the model has no Linear + activation pair there")
+        if not (
+            isinstance(parent, nn.Sequential)
+            and isinstance(mod, nn.Linear)
+            and isinstance(nxt, ELEMENTWISE_ACTIVATIONS)
+        ):
+            raise ValueError(
+                f"checkpoint has a composite at {raw!r} but the model has no "
+                "Linear + activation pair there"
+            )
         parent[k] = CompositeLinear(mod, nxt)
         parent[k + 1] = nn.Identity()
         done.append(raw)
@@ -124,7 +134,9 @@ def copy_networks(source: nn.Module, target: nn.Module, networks: list[str]) -> 
         try:
             dst = get_module(target, net)
         except KeyError:
-            raise ValueError(f"target has no module {net!r} to keep in step with the online network") from None
+            raise ValueError(
+                f"target has no module {net!r} to keep in step with the online network"
+            ) from None
         dst.load_state_dict(get_module(source, net).state_dict())
 
 
@@ -132,7 +144,9 @@ def _raw_get(model: nn.Module, raw: str) -> nn.Module:
     try:
         return model.get_submodule(raw) if raw else model
     except AttributeError:
-        raise ValueError(f"state dict names module {raw!r}, which this model does not have") from None
+        raise ValueError(
+            f"state dict names module {raw!r}, which this model does not have"
+        ) from None
 
 
 def _raw_set(model: nn.Module, raw: str, module: nn.Module) -> None:

@@ -29,9 +29,24 @@ from knife.plasticity.composite import CompositeLinear
 from knife.plasticity.injection import InjectedModule
 
 ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
-    nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Softsign,
-    nn.Tanhshrink, nn.LogSigmoid,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.ReLU6,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
 )
 # phi(c z) = c phi(z) for c > 0: lets ReBorn scale copied weights without changing outputs.
 POSITIVE_HOMOGENEOUS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.Identity)
@@ -70,7 +85,11 @@ class UnitLayer:
     def incoming(self) -> list[torch.Tensor]:
         """The live trainable tensors holding the units' incoming weights and biases."""
         m = self.module
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.kind == "gru" else ("weight", "bias")
+        names = (
+            ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            if self.kind == "gru"
+            else ("weight", "bias")
+        )
         return [t for t in (getattr(m, n) for n in names) if t is not None]
 
     def unit_rows(self, units: torch.Tensor) -> torch.Tensor:
@@ -118,7 +137,9 @@ def set_module(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(parent, name, module)
 
 
-def find_unit_layers(model: nn.Module, scope: Scope = None, *, kinds: Sequence[str] = ("linear", "gru")) -> list[UnitLayer]:
+def find_unit_layers(
+    model: nn.Module, scope: Scope = None, *, kinds: Sequence[str] = ("linear", "gru")
+) -> list[UnitLayer]:
     """All unit layers of `model` under `scope` (see `resolve_scope`), in module order."""
     layers = _discover(model)
     entries = resolve_scope(model, scope, layers)
@@ -129,7 +150,9 @@ def in_scope(path: str, entry: str) -> bool:
     return entry == "" or path == entry or path.startswith(entry + ".")
 
 
-def resolve_scope(model: nn.Module, scope: Scope, layers: list[UnitLayer] | None = None) -> list[str]:
+def resolve_scope(
+    model: nn.Module, scope: Scope, layers: list[UnitLayer] | None = None
+) -> list[str]:
     """Normalize a scope to canonical path prefixes, validating each entry.
 
     None or "all" -> the default networks ("agent", "mixer") that exist and hold unit layers
@@ -142,7 +165,9 @@ def resolve_scope(model: nn.Module, scope: Scope, layers: list[UnitLayer] | None
         if present:
             return present
         if any(n in model._modules for n in DEFAULT_NETWORKS):
-            raise ValueError(f"scope: no unit layers in {list(DEFAULT_NETWORKS)}; {_choices(layers)}")
+            raise ValueError(
+                f"scope: no unit layers in {list(DEFAULT_NETWORKS)}; {_choices(layers)}"
+            )
         return [""]
     entries = [scope] if isinstance(scope, str) else list(scope)
     if not entries:
@@ -153,23 +178,31 @@ def resolve_scope(model: nn.Module, scope: Scope, layers: list[UnitLayer] | None
     return entries
 
 
-def scope_modules(model: nn.Module, scope: Scope, default: Sequence[str] = DEFAULT_NETWORKS) -> list[str]:
+def scope_modules(
+    model: nn.Module, scope: Scope, default: Sequence[str] = DEFAULT_NETWORKS
+) -> list[str]:
     """Validate a scope naming whole modules (network-level methods): each must have parameters."""
     if scope is None or scope == "all":
         entries = [n for n in default if _has_params(model, n)]
         if not entries:
-            raise ValueError(f"scope: none of {list(default)} has parameters; {_module_choices(model)}")
+            raise ValueError(
+                f"scope: none of {list(default)} has parameters; {_module_choices(model)}"
+            )
         return entries
     entries = [scope] if isinstance(scope, str) else list(scope)
     if not entries:
         raise ValueError(f"scope: empty; {_module_choices(model)}")
     for e in entries:
         if not isinstance(e, str) or not _has_params(model, e):
-            raise ValueError(f"scope {e!r} names no module with parameters; {_module_choices(model)}")
+            raise ValueError(
+                f"scope {e!r} names no module with parameters; {_module_choices(model)}"
+            )
     return entries
 
 
-def find_consumer(model: nn.Module, layer: UnitLayer, overrides: Mapping[str, str] | None = None) -> tuple[str, nn.Module] | None:
+def find_consumer(
+    model: nn.Module, layer: UnitLayer, overrides: Mapping[str, str] | None = None
+) -> tuple[str, nn.Module] | None:
     """The module that reads `layer`'s units as its input features, or None if unknown.
 
     Structural rule: the next parameterized module after the activation in the owning
@@ -252,13 +285,17 @@ def _discover(model: nn.Module) -> list[UnitLayer]:
             items = list(m._modules.items())
             for k, (name, child) in enumerate(items):
                 if isinstance(child, CompositeLinear):
-                    layers.append(UnitLayer(join(path, name), "linear", child, child.activation, m, k))
+                    layers.append(
+                        UnitLayer(join(path, name), "linear", child, child.activation, m, k)
+                    )
                 elif (
                     isinstance(child, nn.Linear)
                     and k + 1 < len(items)
                     and isinstance(items[k + 1][1], ELEMENTWISE_ACTIVATIONS)
                 ):
-                    layers.append(UnitLayer(join(path, name), "linear", child, items[k + 1][1], m, k))
+                    layers.append(
+                        UnitLayer(join(path, name), "linear", child, items[k + 1][1], m, k)
+                    )
     return layers
 
 

@@ -39,6 +39,46 @@ class RunningMeanStd:
         self.var, self.count = m2 / total, total
 
 
+def qmix_td_loss(
+    module: Any, batch: dict[str, torch.Tensor], q: torch.Tensor, rewards: torch.Tensor, config: Any
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Masked double-Q TD(lambda) loss of QMIX/VDN; `q` = online agent Qs [B, T+1, N, A].
+
+    `config` needs gamma, td_lambda, double_q. Returns (loss, float stats for logging).
+    """
+    actions = batch["actions"][:, :-1]  # [B, T, N]
+    filled, terminated = batch["filled"], batch["terminated"]
+    q_taken = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
+    q_tot = module.mixer(q_taken, batch["state"][:, :-1])  # [B, T]
+
+    with torch.no_grad():
+        target_q = module.forward_target(batch)["target_q_values"][:, 1:]
+        unavailable = batch["avail_actions"][:, 1:] < 0.5
+        if config.double_q:
+            greedy = q.detach()[:, 1:].masked_fill(unavailable, float("-inf")).argmax(-1)
+            target_max = target_q.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
+        else:
+            target_max = target_q.masked_fill(unavailable, float("-inf")).max(-1).values
+        # States past the end of an episode have no available actions (all -inf):
+        # zero them; the TD(lambda) recursion never uses them.
+        target_max = torch.nan_to_num(target_max, neginf=0.0)
+        v_next = module.target_mixer(target_max, batch["state"][:, 1:])
+        targets = td_lambda_targets(
+            rewards, terminated, filled, v_next, config.gamma, config.td_lambda
+        )
+
+    td_error = (q_tot - targets) * filled
+    n_valid = filled.sum().clamp(min=1.0)
+    loss = (td_error**2).sum() / n_valid
+    stats = {
+        "loss": loss.item(),
+        "td_error_abs": (td_error.abs().sum() / n_valid).item(),
+        "q_taken_mean": ((q_tot * filled).sum() / n_valid).item(),
+        "target_mean": ((targets * filled).sum() / n_valid).item(),
+    }
+    return loss, stats
+
+
 class QMixTorchLearner(TorchLearner):
     """TorchLearner for QMixRLModule."""
 
@@ -65,47 +105,12 @@ class QMixTorchLearner(TorchLearner):
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
         module = self.module[module_id].unwrapped()
-        q = fwd_out["q_values"]  # [B, T+1, N, A]
-        actions = batch["actions"][:, :-1]  # [B, T, N]
-        avail = batch["avail_actions"]
-        filled, terminated = batch["filled"], batch["terminated"]
         rewards = batch["reward"]
         if config.standardise_rewards:
-            self.reward_stats.update(rewards[filled > 0])
+            self.reward_stats.update(rewards[batch["filled"] > 0])
             rewards = (rewards - self.reward_stats.mean) / (self.reward_stats.var**0.5 + 1e-8)
-
-        q_taken = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
-        q_tot = module.mixer(q_taken, batch["state"][:, :-1])  # [B, T]
-
-        with torch.no_grad():
-            target_q = module.forward_target(batch)["target_q_values"][:, 1:]
-            unavailable = avail[:, 1:] < 0.5
-            if config.double_q:
-                greedy = q.detach()[:, 1:].masked_fill(unavailable, float("-inf")).argmax(-1)
-                target_max = target_q.gather(-1, greedy.unsqueeze(-1)).squeeze(-1)
-            else:
-                target_max = target_q.masked_fill(unavailable, float("-inf")).max(-1).values
-            # States past the end of an episode have no available actions (all -inf):
-            # zero them; the TD(lambda) recursion never uses them.
-            target_max = torch.nan_to_num(target_max, neginf=0.0)
-            v_next = module.target_mixer(target_max, batch["state"][:, 1:])
-            targets = td_lambda_targets(
-                rewards, terminated, filled, v_next, config.gamma, config.td_lambda
-            )
-
-        td_error = (q_tot - targets) * filled
-        n_valid = filled.sum().clamp(min=1.0)
-        loss = (td_error**2).sum() / n_valid
-        self.metrics.log_dict(
-            {
-                "loss": loss.item(),
-                "td_error_abs": (td_error.abs().sum() / n_valid).item(),
-                "q_taken_mean": ((q_tot * filled).sum() / n_valid).item(),
-                "target_mean": ((targets * filled).sum() / n_valid).item(),
-            },
-            key=module_id,
-            window=1,
-        )
+        loss, stats = qmix_td_loss(module, batch, fwd_out["q_values"], rewards, config)
+        self.metrics.log_dict(stats, key=module_id, window=1)
         return loss
 
     def after_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:

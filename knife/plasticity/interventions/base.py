@@ -66,8 +66,12 @@ class Intervention:
         max_fraction: float | None = None,
         target_sync: str = "copy",
     ) -> None:
-        if every_n_updates is not None and (not isinstance(every_n_updates, int) or every_n_updates <= 0):
-            raise ValueError(f"every_n_updates must be a positive int or None, got {every_n_updates!r}")
+        if every_n_updates is not None and (
+            not isinstance(every_n_updates, int) or every_n_updates <= 0
+        ):
+            raise ValueError(
+                f"every_n_updates must be a positive int or None, got {every_n_updates!r}"
+            )
         if max_fraction is not None and not 0.0 < float(max_fraction) <= 1.0:
             raise ValueError(f"max_fraction must be in (0, 1] or None, got {max_fraction!r}")
         if target_sync not in TARGET_SYNC:
@@ -105,11 +109,20 @@ class Intervention:
             self._sync_target(model, target, summary)
         return summary
 
-    def _apply(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, *,
-               monitor: StagnationMonitor | None, batch: Batch | None, summary: InterventionSummary) -> None:
+    def _apply(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        *,
+        monitor: StagnationMonitor | None,
+        batch: Batch | None,
+        summary: InterventionSummary,
+    ) -> None:
         raise NotImplementedError
 
-    def _sync_target(self, model: nn.Module, target: nn.Module, summary: InterventionSummary) -> None:
+    def _sync_target(
+        self, model: nn.Module, target: nn.Module, summary: InterventionSummary
+    ) -> None:
         if self.target_sync == "structure":
             mirror_structure(model, target)
             return

@@ -14,14 +14,20 @@ from knife.plasticity.units import UnitLayer, consumer_columns, find_consumer
 
 
 @torch.no_grad()
-def reinit_incoming(layer: UnitLayer, units: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+def reinit_incoming(
+    layer: UnitLayer, units: torch.Tensor, optimizer: torch.optim.Optimizer | None
+) -> None:
     """Plain re-init of `units`' incoming weights and biases with the layer's own init.
 
     Extra composite rows of those units are dropped: a plainly re-initialized unit starts over.
     """
     fresh = fresh_parameters(layer.module)
     rows = layer.unit_rows(units)
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if layer.kind == "gru" else ("weight", "bias")
+    names = (
+        ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        if layer.kind == "gru"
+        else ("weight", "bias")
+    )
     for name in names:
         p = getattr(layer.module, name)
         if p is None:
@@ -32,13 +38,17 @@ def reinit_incoming(layer: UnitLayer, units: torch.Tensor, optimizer: torch.opti
         layer.module.drop_units(units)
 
 
-def outgoing(model: nn.Module, layer: UnitLayer, consumers: Mapping[str, str] | None) -> nn.Module | None:
+def outgoing(
+    model: nn.Module, layer: UnitLayer, consumers: Mapping[str, str] | None
+) -> nn.Module | None:
     hit = find_consumer(model, layer, consumers)
     return None if hit is None else hit[1]
 
 
 @torch.no_grad()
-def zero_outgoing(consumer: nn.Module, units: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+def zero_outgoing(
+    consumer: nn.Module, units: torch.Tensor, optimizer: torch.optim.Optimizer | None
+) -> None:
     """Zero the consumer's columns reading `units` (live and frozen), reset their moments."""
     for t in consumer_columns(consumer):
         if t.shape[0]:

@@ -1,0 +1,207 @@
+"""Throughput of QMIX on the default stag hunt (8 agents, 200-step episodes).
+
+Measured side by side in one run (these machines are noisy):
+  rllib-0   QMix Algorithm, local TeamEnvRunner (no remote EnvRunner)
+  rllib-1   QMix Algorithm, 1 remote TeamEnvRunner (a Ray actor)
+  plain     a single-process loop with the same RLModule, env, replay buffer and loss,
+            without RLlib's Algorithm, EnvRunners or Learner
+Each run collects the same number of episodes with one learner update (batch 32 whole
+episodes) per episode once 32 episodes are in the buffer. Reported: training env steps/s,
+learner updates/s, peak memory (RSS summed over the driver and all Ray worker processes),
+and the time per env step relative to the plain loop.
+
+    python benchmarks/throughput.py [--episodes 64] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import psutil
+import ray
+import torch
+
+from knife.envs import make
+from knife.policies import QMixConfig, result_metrics
+from knife.policies.learner import qmix_td_loss
+from knife.policies.replay_buffer import EpisodeReplayBuffer
+from knife.policies.rl_module import QMixRLModule
+
+ENV = "stag_hunt"
+TRAINING = dict(
+    mixer="qmix", lr=1e-3, batch_size=32, learning_starts=32, buffer_size=5000,
+    target_update_interval=200, epsilon_anneal_steps=100_000, test_interval=10**9,
+    test_episodes=1,
+)
+
+
+class PeakMemory:
+    """Samples the RSS of this process plus all its descendants and Ray's workers."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        me = psutil.Process()
+        procs = [me, *me.children(recursive=True)]
+        for p in psutil.process_iter(["name", "cmdline"]):
+            cmd = " ".join(p.info.get("cmdline") or [])
+            if "ray::" in (p.info.get("name") or "") or "ray::" in cmd:
+                procs.append(p)
+        seen, total = set(), 0
+        for p in procs:
+            if p.pid in seen:
+                continue
+            seen.add(p.pid)
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.2)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def run_rllib(episodes: int, runners: int) -> dict:
+    cfg = (
+        QMixConfig()
+        .environment(env=ENV)
+        .training(**TRAINING)
+        .env_runners(num_env_runners=runners)
+        .debugging(seed=0)
+    )
+    cfg.min_sample_timesteps_per_iteration = 1
+    with PeakMemory() as mem:
+        algo = cfg.build_algo()
+        # Start-up, first test and filling the buffer to learning_starts: not timed.
+        m0 = result_metrics(algo.train())
+        while m0["learner_updates"] < 1:
+            m0 = result_metrics(algo.train())
+        start = time.perf_counter()
+        m = m0
+        while m["episodes"] < m0["episodes"] + episodes:
+            m = result_metrics(algo.train())
+        wall = time.perf_counter() - start
+        algo.stop()
+    steps = m["env_steps"] - m0["env_steps"]
+    updates = m["learner_updates"] - m0["learner_updates"]
+    return _row(f"rllib-{runners}", steps, updates, wall, mem.peak)
+
+
+def run_plain(episodes: int) -> dict:
+    torch.manual_seed(0)
+    env = make(ENV)
+    team = env.team
+    obs_space, act_space = env.observation_space, env.action_space
+    cfg = SimpleNamespace(gamma=0.99, td_lambda=0.6, double_q=True)
+    module = QMixRLModule(
+        observation_space=obs_space, action_space=act_space, inference_only=False,
+        model_config={k: TRAINING[k] for k in ("mixer",)} | {"epsilon_anneal_steps": 100_000},
+    )
+    module.make_target_networks()
+    optim = torch.optim.Adam(
+        [p for n, p in module.named_parameters() if not n.startswith("target_")], lr=1e-3
+    )
+    buffer = EpisodeReplayBuffer(5000, team.episode_limit, team.n_agents, team.obs_dim,
+                                 team.state_dim, team.n_actions)
+    rng = np.random.default_rng(0)
+    from knife.policies.env_runner import TeamEnvRunner
+
+    # Reuse the runner's episode loop on the same module, without Ray or RLlib's group.
+    runner = TeamEnvRunner.__new__(TeamEnvRunner)
+    runner.env, runner.test_env, runner.module = env, env, module
+    runner._train_seed, runner._test_seed = 0, 1
+    steps = updates = 0
+
+    def one_episode(t):
+        ep = runner._play_episode(True, t)
+        buffer.add(ep)
+        return ep.length
+
+    with PeakMemory() as mem:
+        for _ in range(33):  # fill to learning_starts + the untimed first episode
+            steps += one_episode(steps)
+        start = time.perf_counter()
+        timed_steps = 0
+        for _ in range(episodes):
+            n = one_episode(steps)
+            steps += n
+            timed_steps += n
+            batch = {k: torch.from_numpy(v) for k, v in buffer.sample(32, rng).items()}
+            q = module.agent_q_sequence(module.agent, batch)
+            loss, _ = qmix_td_loss(module, batch, q, batch["reward"], cfg)
+            optim.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(optim.param_groups[0]["params"], 10.0)
+            optim.step()
+            updates += 1
+            if updates % 200 == 0:
+                module.target_agent.load_state_dict(module.agent.state_dict())
+                module.target_mixer.load_state_dict(module.mixer.state_dict())
+        wall = time.perf_counter() - start
+    return _row("plain", timed_steps, updates, wall, mem.peak)
+
+
+def _row(name, steps, updates, wall, peak) -> dict:
+    return {
+        "path": name,
+        "env_steps_per_s": steps / wall,
+        "updates_per_s": updates / wall,
+        "ms_per_env_step": 1000 * wall / steps,
+        "peak_mem_mb": peak / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=24)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    rows = []
+    for _ in range(args.repeats):  # interleaved, so drift hits every path alike
+        rows.append(run_plain(args.episodes))
+        rows.append(run_rllib(args.episodes, 0))
+        rows.append(run_rllib(args.episodes, 1))
+    ray.shutdown()
+    by_path: dict[str, list[dict]] = {}
+    for r in rows:
+        by_path.setdefault(r["path"], []).append(r)
+    plain_ms = np.median([r["ms_per_env_step"] for r in by_path["plain"]])
+    print(f"{'path':10s} {'env steps/s':>12s} {'updates/s':>10s} {'ms/step':>8s} "
+          f"{'x plain':>8s} {'peak MB':>8s}")
+    summary = []
+    for path, rs in by_path.items():
+        med = {k: float(np.median([r[k] for r in rs])) for k in rs[0] if k != "path"}
+        med["path"], med["time_ratio_vs_plain"] = path, med["ms_per_env_step"] / plain_ms
+        summary.append(med)
+        print(f"{path:10s} {med['env_steps_per_s']:12.0f} {med['updates_per_s']:10.2f} "
+              f"{med['ms_per_env_step']:8.3f} {med['time_ratio_vs_plain']:8.2f} "
+              f"{med['peak_mem_mb']:8.0f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "median": summary}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

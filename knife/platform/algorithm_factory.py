@@ -1,0 +1,64 @@
+"""TrialConfig -> the QMix algorithm of knife.policies.
+
+The only place that knows how the platform's config maps onto QMixConfig, so sweeps and
+`knife train` build identical algorithms. knife.policies (and so ray) is imported lazily:
+validating a config must not pay for importing Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from knife.platform.config import ConfigError, TrialConfig
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+# Platform-level knobs that are not QMixConfig.training() hyperparameters.
+_NOT_TRAINING_KWARGS = ("num_env_runners", "device")
+
+
+def resolve_device(device: str) -> str:
+    """'cpu' | 'cuda' | 'auto' -> 'cpu' or 'cuda'; asking for a GPU that is not there fails."""
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise ConfigError("training.device: 'cuda' asked for, but torch sees no GPU; "
+                          "allowed here: cpu, auto")
+    return "cuda" if has_cuda else "cpu"
+
+
+def training_kwargs(cfg: TrialConfig) -> dict[str, Any]:
+    """The keyword arguments QMixConfig.training() gets for this trial."""
+    kwargs = {k: v for k, v in asdict(cfg.training).items() if k not in _NOT_TRAINING_KWARGS}
+    kwargs.update(
+        mixer=cfg.algorithm,  # qmix or vdn: the algorithm is the mixer
+        test_episodes=cfg.evaluation.episodes,
+        test_interval=cfg.evaluation.interval,
+    )
+    return kwargs
+
+
+def algorithm_config(cfg: TrialConfig) -> AlgorithmConfig:
+    """The QMixConfig of a trial (not built), e.g. for Tune."""
+    from knife.policies import QMixConfig
+
+    use_gpu = resolve_device(cfg.training.device) == "cuda"
+    return (
+        QMixConfig()
+        .environment(env=cfg.env, env_config=dict(cfg.env_config))
+        .training(**training_kwargs(cfg))
+        .env_runners(num_env_runners=cfg.training.num_env_runners)
+        .learners(num_gpus_per_learner=1 if use_gpu else 0)
+        .debugging(seed=cfg.seed)
+    )
+
+
+def build_algorithm(cfg: TrialConfig) -> Algorithm:
+    """Build the trial's algorithm (needs Ray running)."""
+    return algorithm_config(cfg).build_algo()

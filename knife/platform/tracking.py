@@ -1,0 +1,310 @@
+"""MLflow logging for one trial (DESIGN 10): one run, flattened params, metrics by env step.
+
+Uses `MlflowClient` with an explicit run id rather than MLflow's global "active run", so
+several loggers can live in one process (Tune trials, tests) without stepping on each other.
+
+The default store is a SQLite file, and several trial processes may write to it at once:
+SQLite then answers "database is locked" once its busy timeout runs out. Every write goes
+through `_retry`, which backs off and tries again a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlparse
+
+from knife.platform.config import flatten
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from knife.platform.config import TrialConfig
+
+T = TypeVar("T")
+
+DB_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+# MLflow servers before 1.x and some hosted stores cap a param value at 500 characters; a
+# local 3.x store allows 6000. Use the smaller cap so a run logs the same anywhere.
+PARAM_VALUE_MAX = 500
+PARAMS_PER_BATCH = 100  # MLflow's limit for params (and tags) in one log_batch
+METRICS_PER_BATCH = 1000
+RETRIES = 8
+_LOCK_MARKERS = ("database is locked", "database table is locked", "database schema is locked")
+
+
+def resolve_tracking_uri(runs_dir: str | Path, explicit: str | None = None) -> str:
+    """The MLflow store: an explicit URI (CLI flag) > $MLFLOW_TRACKING_URI > SQLite in runs_dir."""
+    if explicit:
+        return explicit
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    # Absolute, so runs started from another folder (Ray workers, `knife ui`) find it.
+    return "sqlite:///" + str(Path(runs_dir).expanduser().resolve() / DB_FILE)
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file behind a sqlite:/// URI, else None."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///"))
+
+
+def code_version() -> str:
+    """`git describe --always --dirty` of the source checkout, else the package version."""
+    import knife
+
+    repo = Path(knife.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=repo, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()
+        if out:
+            return out
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"knife-marl {knife.__version__}"
+
+
+def trial_tags(cfg: TrialConfig) -> dict[str, str]:
+    """The tags DESIGN 10 asks for, so runs can be grouped in the UI and the report."""
+    return {
+        "method": str(cfg.plasticity.get("method", "none")),
+        "algorithm": cfg.algorithm,
+        "env": cfg.env,
+        "sequence": "none",  # single-task trial; task sequences come with issue 4
+        "seed": str(cfg.seed),
+        "code_version": code_version(),
+    }
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _LOCK_MARKERS)
+
+
+def _retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call fn; on 'database is locked' wait (exponential backoff + jitter) and try again."""
+    for attempt in range(RETRIES):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not _is_locked(exc) or attempt == RETRIES - 1:
+                raise
+            # Jitter so that writers that collided do not collide again in lock-step.
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _store_init_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialize the first touch of a SQLite store across processes.
+
+    MLflow creates the tables of a fresh SQLite file without a lock, so two trials starting
+    together can both try to create them; one then fails with 'table already exists'.
+    """
+    db = sqlite_path(tracking_uri)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; MLflow's own behaviour
+        fcntl = None  # type: ignore[assignment]
+    if db is None or fcntl is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(db) + ".init.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _truncate(value: str) -> str:
+    return value if len(value) <= PARAM_VALUE_MAX else value[: PARAM_VALUE_MAX - 3] + "..."
+
+
+class TrialLogger:
+    """One MLflow run for one trial.
+
+    Use as a context manager (the run ends FAILED if the block raises, KILLED on Ctrl-C) or
+    call start()/end() yourself.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        artifact_root: str | Path | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.run_name = run_name
+        self.tags = dict(tags or {})
+        self.artifact_root = artifact_root
+        self.run_id: str | None = None
+        self._client: MlflowClient | None = None
+
+    # -- run lifecycle -------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Create the experiment if needed, start the run, return its id."""
+        from mlflow import MlflowClient
+
+        self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        with _store_init_lock(self.tracking_uri):
+            experiment_id = self._experiment_id()
+        run = _retry(
+            self._client.create_run,
+            experiment_id,
+            run_name=self.run_name,
+            tags={k: str(v) for k, v in self.tags.items()},
+        )
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def _experiment_id(self) -> str:
+        client = self._require_client()
+        exp = _retry(client.get_experiment_by_name, self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return _retry(
+                client.create_experiment, self.experiment,
+                artifact_location=self._artifact_location(),
+            )
+        except Exception:
+            # Another process created it between our lookup and our create.
+            exp = _retry(client.get_experiment_by_name, self.experiment)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    def _artifact_location(self) -> str | None:
+        # A SQLite store would otherwise put artifacts under ./mlartifacts of whatever folder
+        # the process runs in; keep them beside the database instead.
+        if self.artifact_root is not None:
+            root = Path(self.artifact_root).expanduser().resolve()
+        else:
+            db = sqlite_path(self.tracking_uri)
+            if db is None:
+                return None  # a server decides where artifacts go
+            root = db.parent / ARTIFACTS_DIR
+        return (root / self.experiment).as_uri()
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the run with FINISHED, FAILED or KILLED; safe to call twice."""
+        if self.run_id is None or self._client is None:
+            return
+        _retry(self._client.set_terminated, self.run_id, status=status)
+        self.run_id = None
+
+    def __enter__(self) -> TrialLogger:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            status = "FINISHED"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "KILLED"
+        else:
+            status = "FAILED"
+        self.end(status)
+
+    # -- logging -------------------------------------------------------------------------
+
+    def _require_client(self) -> MlflowClient:
+        if self._client is None:
+            raise RuntimeError("TrialLogger: call start() first")
+        return self._client
+
+    def _require_run(self) -> tuple[MlflowClient, str]:
+        client = self._require_client()
+        if self.run_id is None:
+            raise RuntimeError("TrialLogger: the run has ended")
+        return client, self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log a (nested or flat) mapping as params: dotted keys, values cut to 500 chars."""
+        from mlflow.entities import Param
+
+        client, run_id = self._require_run()
+        flat = flatten(params)
+        items = [Param(k, _truncate(v)) for k, v in flat.items()]
+        for i in range(0, len(items), PARAMS_PER_BATCH):
+            _retry(client.log_batch, run_id, params=items[i : i + PARAMS_PER_BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        client, run_id = self._require_run()
+        items = [RunTag(k, _truncate(str(v))) for k, v in tags.items()]
+        for i in range(0, len(items), PARAMS_PER_BATCH):
+            _retry(client.log_batch, run_id, tags=items[i : i + PARAMS_PER_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Log the finite numeric values at `step` (env steps); None/NaN/inf are skipped."""
+        from mlflow.entities import Metric
+
+        client, run_id = self._require_run()
+        now = int(time.time() * 1000)
+        items = []
+        for key, value in metrics.items():
+            x = _finite(value)
+            if x is not None:
+                items.append(Metric(key, x, now, int(step)))
+        for i in range(0, len(items), METRICS_PER_BATCH):
+            _retry(client.log_batch, run_id, metrics=items[i : i + METRICS_PER_BATCH])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        client, run_id = self._require_run()
+        _retry(client.log_artifact, run_id, str(path), artifact_path)
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        """Write a dict as JSON (or YAML for .yaml/.yml) into the run's artifacts."""
+        client, run_id = self._require_run()
+        name = Path(artifact_file).name
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            if name.endswith((".yaml", ".yml")):
+                import yaml
+
+                local.write_text(yaml.safe_dump(dict(data), sort_keys=False))
+            else:
+                local.write_text(json.dumps(data, indent=2, default=str))
+            parent = str(Path(artifact_file).parent)
+            _retry(client.log_artifact, run_id, str(local), None if parent == "." else parent)
+
+
+def redact_uri(uri: str) -> str:
+    """A tracking URI without user:password, safe to print or write to summary.json."""
+    parsed = urlparse(uri)
+    if parsed.password is None and parsed.username is None:
+        return uri
+    host = parsed.hostname or ""
+    if parsed.port:
+        host += f":{parsed.port}"
+    return parsed._replace(netloc=host).geturl()

@@ -1,0 +1,195 @@
+"""`knife train`: one trial without Tune (DESIGN 3, 10).
+
+Order matters: validate -> run folder + config.yaml -> MLflow run -> Ray -> algorithm. A bad
+config fails before anything is created; a failure later leaves the folder and a FAILED run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from knife.platform.config import TrialConfig, parse_trial_config
+from knife.platform.tracking import TrialLogger, redact_uri, resolve_tracking_uri, trial_tags
+
+DEFAULT_EXPERIMENT = "train"
+# Iterations in a row without new env steps before the loop gives up instead of spinning.
+MAX_STALLED_ITERATIONS = 50
+
+
+def run_dir_name(cfg: TrialConfig) -> str:
+    """cfg.name, else algorithm-env-seed-timestamp (folder-safe)."""
+    if cfg.name:
+        return cfg.name
+    env = re.sub(r"[^A-Za-z0-9._-]+", "_", cfg.env)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{cfg.algorithm}-{env}-s{cfg.seed}-{stamp}"
+
+
+def make_run_dir(runs_dir: Path, experiment: str, name: str) -> Path:
+    """A new folder <runs_dir>/<experiment>/<name>[-N]; never reuses an existing one."""
+    parent = Path(runs_dir).expanduser().resolve() / experiment
+    parent.mkdir(parents=True, exist_ok=True)
+    for i in range(1000):
+        path = parent / (name if i == 0 else f"{name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not make a fresh run folder under {parent} for {name!r}")
+
+
+class _Progress:
+    """tqdm bar over env steps; a no-op when disabled."""
+
+    def __init__(self, total: int, enabled: bool, desc: str) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True)
+        self.total = total
+        self.shown = 0
+
+    def update(self, env_steps: int, metrics: dict[str, float]) -> None:
+        if self.bar is None:
+            return
+        now = min(env_steps, self.total)
+        if now > self.shown:
+            self.bar.update(now - self.shown)
+            self.shown = now
+        post = {}
+        for key, label in (("train_return", "train"), ("test_return", "test"),
+                           ("test_win_rate", "win")):
+            if key in metrics:
+                post[label] = f"{metrics[key]:.3g}"
+        self.bar.set_postfix(post, refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _finite(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress) -> dict:
+    """algo.train() until cfg.steps env steps; returns the last values worth summarizing."""
+    from knife.policies import result_metrics
+
+    last: dict[str, Any] = {"env_steps": 0, "test_return": None, "test_win_rate": None,
+                            "learner_updates": None}
+    stalled = 0
+    while last["env_steps"] < cfg.steps:
+        metrics = result_metrics(algo.train())
+        if "env_steps" not in metrics:
+            raise RuntimeError("result_metrics() gave no 'env_steps'; cannot track the budget")
+        env_steps = int(metrics["env_steps"])
+        stalled = stalled + 1 if env_steps <= last["env_steps"] else 0
+        if stalled >= MAX_STALLED_ITERATIONS:
+            raise RuntimeError(f"no new env steps in {stalled} iterations (at {env_steps})")
+        last["env_steps"] = env_steps
+        for key in ("test_return", "test_win_rate", "learner_updates"):
+            value = _finite(metrics, key)
+            if value is not None:
+                last[key] = value
+        logger.log_metrics(metrics, step=env_steps)
+        bar.update(env_steps, metrics)
+    return last
+
+
+def run_trial(
+    cfg: TrialConfig,
+    runs_dir: Path,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    progress: bool = True,
+    *,
+    address: str | None = None,
+    echo: bool = True,
+) -> dict[str, Any]:
+    """Train one trial to cfg.steps env steps; returns (and writes) its summary.
+
+    `address` joins a Ray cluster (default: embedded Ray or $RAY_ADDRESS). `echo` prints the
+    summary as JSON at the end.
+    """
+    # Re-validate: a TrialConfig built in code skips parse_trial_config's checks.
+    cfg = parse_trial_config(cfg.to_dict())
+    from knife.platform.algorithm_factory import resolve_device
+
+    resolve_device(cfg.training.device)  # a missing GPU is a config error, before Ray
+    experiment = experiment or DEFAULT_EXPERIMENT
+    runs_dir = Path(runs_dir).expanduser().resolve()
+    tracking_uri = resolve_tracking_uri(runs_dir, tracking_uri)
+    run_dir = make_run_dir(runs_dir, experiment, run_dir_name(cfg))
+    config_file = run_dir / "config.yaml"
+    config_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    t0 = time.monotonic()
+    with TrialLogger(tracking_uri, experiment, run_name=run_dir.name,
+                     tags=trial_tags(cfg)) as logger:
+        logger.set_tags({"run_dir": str(run_dir)})
+        logger.log_params(cfg.to_dict())
+        logger.log_artifact(config_file)
+        last, checkpoint = _train_with_ray(cfg, run_dir, logger, progress, address)
+        summary = {
+            "algorithm": cfg.algorithm,
+            "env": cfg.env,
+            "env_config": cfg.env_config,
+            "seed": cfg.seed,
+            "steps": cfg.steps,
+            "env_steps": last["env_steps"],
+            "learner_updates": last["learner_updates"],
+            "final_test_return": last["test_return"],
+            "final_test_win_rate": last["test_win_rate"],
+            "wall_seconds": round(time.monotonic() - t0, 3),
+            "experiment": experiment,
+            "mlflow_run_id": logger.run_id,
+            "tracking_uri": redact_uri(tracking_uri),
+            "run_dir": str(run_dir),
+            "checkpoint": checkpoint,
+        }
+        summary_file = run_dir / "summary.json"
+        summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+        logger.log_artifact(summary_file)
+        logger.log_metrics({"wall_seconds": summary["wall_seconds"]}, step=last["env_steps"])
+    if echo:
+        print(json.dumps(summary, indent=2), flush=True)
+    return summary
+
+
+def _train_with_ray(
+    cfg: TrialConfig, run_dir: Path, logger: TrialLogger, progress: bool, address: str | None
+) -> tuple[dict[str, Any], str]:
+    from knife.platform.algorithm_factory import build_algorithm
+    from knife.platform.ray_runtime import start_ray, stop_ray
+
+    started = start_ray(address=address)
+    algo = None
+    bar = _Progress(cfg.steps, progress, desc=f"{cfg.algorithm} {cfg.env}")
+    try:
+        algo = build_algorithm(cfg)
+        last = _train_loop(algo, cfg, logger, bar)
+        bar.close()
+        # Absolute path: RLlib checkpoints restored from another folder need it.
+        checkpoint = algo.save_to_path(str(run_dir / "checkpoint"))
+        return last, str(checkpoint)
+    finally:
+        bar.close()
+        if algo is not None:
+            algo.stop()
+        if started:
+            stop_ray()

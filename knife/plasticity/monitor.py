@@ -91,6 +91,8 @@ class StagnationMonitor:
             gates, n = self._shape[path]
             g2 = w2 = None
             prev = self._prev.get(path)
+            if prev is not None and prev[0].device != params[0].device:  # model was moved
+                prev = self._prev[path] = [p.detach().clone() for p in params]
             for k, p in enumerate(params):
                 sig = p.grad if prev is None else p - prev[k]
                 if sig is not None:

@@ -173,8 +173,9 @@ class TrialLogger:
         """Create the experiment if needed, start the run, return its id."""
         from mlflow import MlflowClient
 
-        self._client = MlflowClient(tracking_uri=self.tracking_uri)
         with _store_init_lock(self.tracking_uri):
+            # The client may build the store (and create its tables) right away: inside.
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
             experiment_id = self._experiment_id()
         run = _retry(
             self._client.create_run,

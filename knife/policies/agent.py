@@ -10,8 +10,11 @@ network being written for it.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+from torch.func import functional_call
 
 
 class RNNAgent(nn.Module):
@@ -42,18 +45,30 @@ class RNNAgent(nn.Module):
     def unroll(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """Whole sequences. inputs [B, T, N, D], hidden [B, N, H] -> q [B, T, N, A].
 
-        fc1 runs once over all steps (one big matmul); only the GRU recurrence loops over T.
+        fc1 and fc2 run once over all steps; the recurrence runs in torch's fused GRU
+        kernel with this GRUCell's own parameters (same math, about 2x faster than a
+        Python loop of GRUCell calls), so gradients land on `self.rnn` as usual.
         """
         b, t, n, _ = inputs.shape
-        x = self.fc1(inputs.reshape(b * t * n, self.input_dim)).reshape(b, t, n * 1, -1)
-        h = hidden.reshape(b * n, self.hidden_dim)
-        outs = []
-        for step in range(t):
-            h = self.rnn(x[:, step].reshape(b * n, -1), h)
-            outs.append(h)
-        hs = torch.stack(outs, dim=1)  # [B*N, T, H] ordered (b, n)
-        q = self.fc2(hs)
+        x = self.fc1(inputs.reshape(b * t * n, self.input_dim))
+        x = x.reshape(b, t, n, -1).transpose(1, 2).reshape(b * n, t, -1)
+        cell = self.rnn
+        params = {
+            "weight_ih_l0": cell.weight_ih,
+            "weight_hh_l0": cell.weight_hh,
+            "bias_ih_l0": cell.bias_ih,
+            "bias_hh_l0": cell.bias_hh,
+        }
+        h0 = hidden.reshape(1, b * n, self.hidden_dim)
+        hs, _ = functional_call(_gru_shell(cell.input_size, cell.hidden_size), params, (x, h0))
+        q = self.fc2(hs)  # [B*N, T, A]
         return q.reshape(b, n, t, self.n_actions).transpose(1, 2)
+
+
+@functools.cache
+def _gru_shell(input_size: int, hidden_size: int) -> nn.GRU:
+    """A parameter-less stand-in nn.GRU whose weights are supplied per call."""
+    return nn.GRU(input_size, hidden_size, batch_first=True, device="meta")
 
 
 def build_agent_inputs(

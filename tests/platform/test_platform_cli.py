@@ -1,0 +1,195 @@
+"""`knife train` command line: bad input stops before Ray; one real short trial (e2e)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from knife.platform import cli  # noqa: E402
+from knife.platform.config import ConfigError, TrialConfig  # noqa: E402
+from knife.platform.train import make_run_dir, run_dir_name, run_trial  # noqa: E402
+
+GOOD = """\
+algorithm: qmix
+env: matrix:two_step
+steps: 1000
+"""
+
+# (yaml text, --set overrides, substrings of the error)
+BAD_INPUTS = {
+    "unknown env": (GOOD.replace("matrix:two_step", "foo:bar"), [], ["env:", "foo:bar",
+                                                                     "matrix:two_step"]),
+    "ragged payoff": (GOOD.replace("matrix:two_step", "matrix:custom")
+                      + "env_config: {payoff: [[1, 2], [3]]}\n", [], ["env_config.payoff"]),
+    "negative steps": (GOOD, ["steps=-100"], ["steps:", "> 0"]),
+    "unknown mixer": (GOOD, ["algorithm=qtran"], ["algorithm: unknown 'qtran'", "qmix, vdn"]),
+    "unknown override": (GOOD, ["training.lrr=1"], ["training.lrr", "allowed: lr"]),
+    "bad hyperparameter": (GOOD, ["training.gamma=2"], ["training.gamma", "(0, 1]"]),
+}
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "trial.yaml"
+    path.write_text(text)
+    return path
+
+
+def _argv(path: Path, runs: Path, overrides: list[str]) -> list[str]:
+    argv = ["train", str(path), "--runs-dir", str(runs), "--no-progress"]
+    for item in overrides:
+        argv += ["--set", item]
+    return argv
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_config_exits_2_with_message(tmp_path, capsys, case):
+    text, overrides, expected = BAD_INPUTS[case]
+    runs = tmp_path / "runs"
+    assert cli.main(_argv(_write(tmp_path, text), runs, overrides)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    for part in expected:
+        assert part in err, f"{part!r} not in {err!r}"
+    assert not runs.exists()  # nothing written before validation passed
+
+
+def test_bad_config_never_imports_ray(tmp_path):
+    # A fresh interpreter, so other tests' imports do not hide an import of ray.
+    runs = tmp_path / "runs"
+    paths = []
+    for i, (text, overrides, _) in enumerate(BAD_INPUTS.values()):
+        path = tmp_path / f"bad{i}.yaml"
+        path.write_text(text)
+        paths.append((str(path), overrides))
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from knife.platform.cli import main
+        codes = [main(["train", p, "--runs-dir", {str(runs)!r}] +
+                      [a for o in ov for a in ("--set", o)])
+                 for p, ov in json.loads(sys.argv[1])]
+        print(json.dumps({{"codes": codes, "ray": "ray" in sys.modules,
+                          "mlflow": "mlflow" in sys.modules}}))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(paths)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"codes": [2] * len(paths), "ray": False, "mlflow": False}
+    assert proc.stderr.count("error: ") == len(paths)
+    assert elapsed < 30  # no Ray start-up hidden in there
+    assert not runs.exists()
+
+
+def test_console_entry_point_via_python_m(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "knife.platform.cli", "train", str(tmp_path / "missing.yaml")],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "error: config file not found" in proc.stderr
+
+
+def test_usage_errors(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--set", "--runs-dir", "--tracking-uri", "--experiment", "--no-progress"):
+        assert flag in out
+
+
+def test_runs_dir_default_and_env(monkeypatch):
+    monkeypatch.delenv("KNIFE_RUNS_DIR", raising=False)
+    assert cli.default_runs_dir() == Path("runs")
+    monkeypatch.setenv("KNIFE_RUNS_DIR", "/tmp/elsewhere")
+    assert cli.default_runs_dir() == Path("/tmp/elsewhere")
+
+
+def test_run_trial_revalidates_a_hand_built_config(tmp_path):
+    cfg = TrialConfig(algorithm="qmix", env="matrix:two_step", steps=-1)
+    with pytest.raises(ConfigError, match="steps"):
+        run_trial(cfg, tmp_path / "runs", progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_dir_names(tmp_path):
+    cfg = TrialConfig(algorithm="vdn", env="matrix:two_step", steps=10, seed=3)
+    assert run_dir_name(cfg).startswith("vdn-matrix_two_step-s3-")
+    named = TrialConfig(algorithm="vdn", env="matrix:two_step", steps=10, name="mine")
+    assert run_dir_name(named) == "mine"
+    first = make_run_dir(tmp_path, "exp", "mine")
+    second = make_run_dir(tmp_path, "exp", "mine")
+    assert first == tmp_path.resolve() / "exp" / "mine" and second.name == "mine-1"
+
+
+def test_algorithm_factory_kwargs_match_qmix_config():
+    from knife.platform.algorithm_factory import training_kwargs
+    from knife.platform.config import parse_trial_config
+
+    cfg = parse_trial_config({"algorithm": "vdn", "env": "matrix:two_step", "steps": 10,
+                              "evaluation": {"episodes": 3, "interval": 77}})
+    kwargs = training_kwargs(cfg)
+    assert kwargs["mixer"] == "vdn" and kwargs["test_episodes"] == 3
+    assert kwargs["test_interval"] == 77
+    assert "device" not in kwargs and "num_env_runners" not in kwargs
+    try:
+        from knife.policies.algorithm import TRAINING_DEFAULTS
+    except ImportError:  # pragma: no cover - the algorithm package is not there yet
+        pytest.skip("knife.policies not available")
+    # Every keyword must be one QMixConfig knows (its own or RLlib's lr/gamma/grad_clip).
+    assert set(kwargs) <= set(TRAINING_DEFAULTS) | {"lr", "gamma", "grad_clip"}
+
+
+@pytest.mark.e2e
+def test_knife_train_two_step_end_to_end(tmp_path, ray_local, monkeypatch):
+    """A short real trial: summary.json, config.yaml, checkpoint and one MLflow run."""
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    runs = tmp_path / "runs"
+    rc = cli.main([
+        "train", str(ROOT / "tune_configs" / "train_two_step.yaml"), "--runs-dir", str(runs),
+        "--no-progress", "--set", "steps=1000", "--set", "evaluation.interval=500",
+        "--set", "name=e2e",
+    ])
+    assert rc == 0
+    run_dir = runs / "train" / "e2e"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("algorithm", "env", "env_steps", "final_test_return", "final_test_win_rate",
+                "wall_seconds", "mlflow_run_id"):
+        assert key in summary
+    assert summary["algorithm"] == "qmix" and summary["env"] == "matrix:two_step"
+    assert summary["env_steps"] >= 1000 and summary["final_test_win_rate"] is None
+    assert summary["final_test_return"] is not None
+    assert (run_dir / "config.yaml").exists() and Path(summary["checkpoint"]).is_dir()
+
+    client = MlflowClient(tracking_uri="sqlite:///" + str((runs / "mlflow.db").resolve()))
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["training.td_lambda"] == "0.0" and run.data.tags["algorithm"] == "qmix"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_return")]
+    assert steps and steps == sorted(steps) and steps[-1] == summary["env_steps"]
+    for key in ("test_return", "loss", "epsilon", "env_steps_per_s"):
+        assert key in run.data.metrics, key

@@ -25,6 +25,7 @@ from knife.plasticity.monitor import check_tau
 from knife.plasticity.units import (
     Scope,
     UnitLayer,
+    find_consumer,
     find_unit_layers,
     fraction_metrics,
     get_module,
@@ -49,7 +50,67 @@ def run_batch(model: nn.Module, batch: Batch) -> Any:
     )
 
 
-@torch.no_grad()
+def capture_unit_outputs(
+    model: nn.Module,
+    batch: Batch,
+    layers: list[UnitLayer],
+    fn: Callable[[UnitLayer, torch.Tensor], None],
+) -> None:
+    """Run `batch` once and call fn(layer, outputs [rows, units]) with each layer's unit outputs.
+
+    Linear layers: the post-activation output (a composite's full output). GRU layers: the
+    hidden state; if the GRUCell's own forward never runs (e.g. the agent's unroll feeds its
+    parameters to a fused GRU kernel), the input of its consumer (agent.fc2) is used, which is
+    the same hidden-state sequence.
+    """
+    own: set[str] = set()
+    fallback: dict[str, list[torch.Tensor]] = {}
+    by_path = {ly.path: ly for ly in layers}
+    handles = []
+
+    def out_hook(layer: UnitLayer) -> Callable:
+        apply_act = layer.kind == "linear" and not isinstance(layer.module, CompositeLinear)
+        act = layer.activation
+
+        def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
+            a = out[0] if isinstance(out, tuple) else out
+            if apply_act:  # plain Linear: the pair's activation is applied by the next module
+                a = act(a.clone() if getattr(act, "inplace", False) else a)
+            own.add(layer.path)
+            fn(layer, a.detach().reshape(-1, layer.n_units))
+
+        return hook
+
+    def in_hook(path: str) -> Callable:
+        def hook(_mod: nn.Module, args: tuple) -> None:
+            fallback.setdefault(path, []).append(args[0].detach())
+
+        return hook
+
+    try:
+        for ly in layers:
+            handles.append(ly.module.register_forward_hook(out_hook(ly)))
+            if ly.kind == "gru":
+                consumer = find_consumer(model, ly)
+                if consumer is not None:
+                    handles.append(consumer[1].register_forward_pre_hook(in_hook(ly.path)))
+        with torch.no_grad():
+            run_batch(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    for path, tensors in fallback.items():
+        if path not in own:
+            ly = by_path[path]
+            for t in tensors:
+                fn(ly, t.reshape(-1, ly.n_units))
+    missing = [ly.path for ly in layers if ly.path not in own and ly.path not in fallback]
+    if missing:
+        raise ValueError(
+            f"batch did not run layers {missing}; pass a batch that runs the whole model"
+        )
+
+
 def mean_abs_activations(
     model: nn.Module, batch: Batch, scope: Scope = None, layers: list[UnitLayer] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -57,36 +118,14 @@ def mean_abs_activations(
     layers = find_unit_layers(model, scope) if layers is None else layers
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    handles = []
 
-    def make_hook(layer: UnitLayer) -> Callable:
-        apply_act = layer.kind == "linear" and not isinstance(layer.module, CompositeLinear)
-        act = layer.activation
+    def accumulate(layer: UnitLayer, a: torch.Tensor) -> None:
+        s = a.abs().sum(0)
+        sums[layer.path] = s if layer.path not in sums else sums[layer.path] + s
+        counts[layer.path] = counts.get(layer.path, 0) + a.shape[0]
 
-        def hook(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-            a = out
-            if apply_act:  # plain Linear: the pair's activation is applied by the next module
-                a = act(out.clone() if getattr(act, "inplace", False) else out)
-            a = a.detach().abs().reshape(-1, layer.n_units)
-            s = a.sum(0)
-            sums[layer.path] = s if layer.path not in sums else sums[layer.path] + s
-            counts[layer.path] = counts.get(layer.path, 0) + a.shape[0]
-
-        return hook
-
-    try:
-        for ly in layers:
-            handles.append(ly.module.register_forward_hook(make_hook(ly)))
-        run_batch(model, batch)
-    finally:
-        for h in handles:
-            h.remove()
-    missing = [ly.path for ly in layers if ly.path not in sums]
-    if missing:
-        raise ValueError(
-            f"batch did not run layers {missing}; pass a batch that runs the whole model"
-        )
-    return {p: s / counts[p] for p, s in sums.items()}
+    capture_unit_outputs(model, batch, layers, accumulate)
+    return {ly.path: sums[ly.path] / counts[ly.path] for ly in layers}
 
 
 def activation_scores(
@@ -141,15 +180,22 @@ def grama_fraction(model: nn.Module, tau: float = 0.025, scope: Scope = None) ->
     return fraction_metrics("grama_fraction", masks)
 
 
-@torch.no_grad()
 def capture_features(
     model: nn.Module, batch: Batch, paths: Sequence[str]
 ) -> dict[str, torch.Tensor]:
-    """Outputs of the modules at `paths` in one forward pass, as [n, features] (calls stacked)."""
+    """Outputs of the modules at `paths` in one forward pass, as [n, features] (calls stacked).
+
+    Paths of unit layers give the units' outputs as in `capture_unit_outputs` (so GRU hidden
+    states are found even when a fused kernel bypasses the GRUCell); other paths give the
+    module's output.
+    """
     got: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
+    units = {ly.path: ly for ly in find_unit_layers(model, "all") if ly.path in got}
     handles = []
     try:
         for p in paths:
+            if p in units:
+                continue
             try:
                 mod = get_module(model, p)
             except KeyError:
@@ -160,7 +206,9 @@ def capture_features(
                 got[p].append(t.detach().reshape(-1, t.shape[-1]))
 
             handles.append(mod.register_forward_hook(hook))
-        run_batch(model, batch)
+        capture_unit_outputs(
+            model, batch, list(units.values()), lambda ly, a: got[ly.path].append(a)
+        )
     finally:
         for h in handles:
             h.remove()
@@ -213,7 +261,8 @@ def plasticity_metrics(
     dormant_tau: float = 0.025,
     grama_tau: float = 0.025,
 ) -> dict[str, float]:
-    """All metrics at once, as flat floats. Activation metrics need `batch`.
+    """All metrics at once, as flat floats. Activation metrics need `batch`; gradient
+    metrics (grad_norm, grama_fraction) are included when gradients are present.
 
     Effective rank and feature norm are taken on the output of each network's last unit
     layer (for the QMIX agent: the GRU hidden state).
@@ -222,8 +271,9 @@ def plasticity_metrics(
     if monitor is not None:
         out.update(monitor.metrics())
     out.update(weight_norm(model, scope))
-    out.update(gradient_norm(model, scope))
-    out.update(grama_fraction(model, grama_tau, scope))
+    if any(p.grad is not None for p in model.parameters()):  # gradient metrics need a backward
+        out.update(gradient_norm(model, scope))
+        out.update(grama_fraction(model, grama_tau, scope))
     if batch is not None:
         layers = find_unit_layers(model, scope)
         scores = activation_scores(model, batch, layers=layers)

@@ -207,23 +207,25 @@ def find_consumer(
 
     Structural rule: the next parameterized module after the activation in the owning
     Sequential; if the pair ends the Sequential, the first parameterized module of the
-    Sequential's next sibling in its parent (registration order), e.g. agent.fc1 -> agent.rnn.
+    Sequential's next sibling in its parent (registration order), e.g. agent.fc1 -> agent.rnn;
+    for a GRUCell, its own next sibling (agent.rnn -> agent.fc2; the recurrence is not listed).
     Only Linear, CompositeLinear and GRUCell consumers with matching input size are accepted.
     `overrides` maps a layer path to its consumer path for models where this guess is wrong.
     """
     if overrides and layer.path in overrides:
         cpath = overrides[layer.path]
         return cpath, get_module(model, cpath)
-    if layer.parent is None or layer.index is None:
-        return None
-    seq_path = layer.path.rpartition(".")[0]
-    children = list(layer.parent._modules.items())
-    for name, child in children[layer.index + 1 :]:
-        hit = _first_param_module(child, join(seq_path, name))
-        if hit is not None:
-            return hit if _reads(hit[1], layer.n_units) else None
+    if layer.parent is not None and layer.index is not None:
+        seq_path = layer.path.rpartition(".")[0]
+        children = list(layer.parent._modules.items())
+        for name, child in children[layer.index + 1 :]:
+            hit = _first_param_module(child, join(seq_path, name))
+            if hit is not None:
+                return hit if _reads(hit[1], layer.n_units) else None
+        path = seq_path
+    else:  # a GRUCell: its next sibling (agent.rnn -> agent.fc2)
+        path = layer.path
     # climb through enclosing Sequentials, then look at the next sibling once
-    path = seq_path
     while path:
         parent_path, _, name = path.rpartition(".")
         parent = get_module(model, parent_path)

@@ -28,8 +28,9 @@ def resolve_device(device: str) -> str:
 
     has_cuda = torch.cuda.is_available()
     if device == "cuda" and not has_cuda:
-        raise ConfigError("training.device: 'cuda' asked for, but torch sees no GPU; "
-                          "allowed here: cpu, auto")
+        raise ConfigError(
+            "training.device: 'cuda' asked for, but torch sees no GPU; allowed here: cpu, auto"
+        )
     return "cuda" if has_cuda else "cpu"
 
 

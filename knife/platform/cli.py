@@ -30,18 +30,32 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", metavar="CONFIG", help="trial config YAML")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value by dotted path, e.g. --set training.lr=0.0005 "
-             "(repeatable; the value is parsed as YAML)",
+        "(repeatable; the value is parsed as YAML)",
     )
-    p.add_argument("--runs-dir", type=Path, default=None,
-                   help="runs folder (default: $KNIFE_RUNS_DIR or ./runs)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-                        "sqlite:///<runs-dir>/mlflow.db)")
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="runs folder (default: $KNIFE_RUNS_DIR or ./runs)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+        "sqlite:///<runs-dir>/mlflow.db)",
+    )
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: train)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join (default: $RAY_ADDRESS, else embedded Ray)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (default: $RAY_ADDRESS, else embedded Ray)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 

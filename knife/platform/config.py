@@ -47,8 +47,7 @@ def _spec(
 ) -> Any:
     return field(
         default=default,
-        metadata={"kind": kind, "check": check, "allowed": allowed, "choices": choices,
-                  "doc": doc},
+        metadata={"kind": kind, "check": check, "allowed": allowed, "choices": choices, "doc": doc},
     )
 
 
@@ -138,8 +137,16 @@ class TrialConfig:
 
 
 TOP_LEVEL_KEYS = (
-    "algorithm", "env", "env_config", "steps", "seed", "training", "evaluation",
-    "plasticity", "tasks", "name",
+    "algorithm",
+    "env",
+    "env_config",
+    "steps",
+    "seed",
+    "training",
+    "evaluation",
+    "plasticity",
+    "tasks",
+    "name",
 )
 _REQUIRED = {
     "algorithm": "one of " + ", ".join(ALGORITHMS),
@@ -226,8 +233,7 @@ def _parse_section(cls: type, path: str, raw: Any) -> Any:
         if name not in raw:
             continue
         meta = f.metadata
-        value = _coerce(f"{path}.{name}", raw[name], meta["kind"], meta["allowed"],
-                        meta["choices"])
+        value = _coerce(f"{path}.{name}", raw[name], meta["kind"], meta["allowed"], meta["choices"])
         if meta["check"] is not None and not meta["check"](value):
             raise ConfigError(f"{path}.{name}: must be {meta['allowed']}, got {raw[name]!r}")
         values[name] = value
@@ -420,4 +426,3 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[dotted] = str(value)
     return out
-

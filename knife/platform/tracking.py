@@ -69,7 +69,11 @@ def code_version() -> str:
     try:
         out = subprocess.run(
             ["git", "describe", "--always", "--dirty"],
-            cwd=repo, capture_output=True, text=True, timeout=10, check=True,
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         if out:
             return out
@@ -193,7 +197,8 @@ class TrialLogger:
             return exp.experiment_id
         try:
             return _retry(
-                client.create_experiment, self.experiment,
+                client.create_experiment,
+                self.experiment,
                 artifact_location=self._artifact_location(),
             )
         except Exception:

@@ -67,8 +67,11 @@ class _Progress:
             self.bar.update(now - self.shown)
             self.shown = now
         post = {}
-        for key, label in (("train_return", "train"), ("test_return", "test"),
-                           ("test_win_rate", "win")):
+        for key, label in (
+            ("train_return", "train"),
+            ("test_return", "test"),
+            ("test_win_rate", "win"),
+        ):
             if key in metrics:
                 post[label] = f"{metrics[key]:.3g}"
         self.bar.set_postfix(post, refresh=True)
@@ -90,8 +93,12 @@ def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress
     """algo.train() until cfg.steps env steps; returns the last values worth summarizing."""
     from knife.policies import result_metrics
 
-    last: dict[str, Any] = {"env_steps": 0, "test_return": None, "test_win_rate": None,
-                            "learner_updates": None}
+    last: dict[str, Any] = {
+        "env_steps": 0,
+        "test_return": None,
+        "test_win_rate": None,
+        "learner_updates": None,
+    }
     stalled = 0
     while last["env_steps"] < cfg.steps:
         metrics = result_metrics(algo.train())
@@ -139,8 +146,9 @@ def run_trial(
     config_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     t0 = time.monotonic()
-    with TrialLogger(tracking_uri, experiment, run_name=run_dir.name,
-                     tags=trial_tags(cfg)) as logger:
+    with TrialLogger(
+        tracking_uri, experiment, run_name=run_dir.name, tags=trial_tags(cfg)
+    ) as logger:
         logger.set_tags({"run_dir": str(run_dir)})
         logger.log_params(cfg.to_dict())
         logger.log_artifact(config_file)
@@ -152,7 +160,9 @@ def run_trial(
             "seed": cfg.seed,
             "steps": cfg.steps,
             "env_steps": last["env_steps"],
-            "learner_updates": last["learner_updates"],
+            "learner_updates": (
+                None if last["learner_updates"] is None else int(last["learner_updates"])
+            ),
             "final_test_return": last["test_return"],
             "final_test_win_rate": last["test_win_rate"],
             "wall_seconds": round(time.monotonic() - t0, 3),

@@ -17,6 +17,7 @@ from knife.plasticity import (
     feature_norm,
     gradient_norm,
     grama_scores,
+    mean_abs_activations,
     plasticity_metrics,
     weight_norm,
 )
@@ -103,3 +104,48 @@ def test_inplace_activation_not_applied_twice():
     before = net(x)
     activation_scores(net, x)
     assert torch.equal(before, net(x))
+
+
+class LoopGru(nn.Module):
+    """A GRUCell called step by step (its own forward runs), followed by a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(5, 8), nn.ReLU())
+        self.cell = nn.GRUCell(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):  # x [B, T, 5]
+        h = torch.zeros(x.shape[0], 8)
+        outs = []
+        for t in range(x.shape[1]):
+            h = self.cell(self.enc(x[:, t]), h)
+            outs.append(self.head(h))
+        return torch.stack(outs, 1)
+
+
+def test_gru_units_captured_from_own_forward_or_consumer_input(model, batch):
+    net = LoopGru()
+    x = torch.randn(4, 7, 5)
+    hs = []
+    h = torch.zeros(4, 8)
+    with torch.no_grad():
+        for t in range(7):
+            h = net.cell(net.enc(x[:, t]), h)
+            hs.append(h)
+    expect = torch.cat(hs).abs().mean(0)
+    torch.testing.assert_close(mean_abs_activations(net, x)["cell"], expect)
+    # the QMIX agent's unroll may bypass GRUCell.forward (fused kernel): the hidden states are
+    # then read as the input of agent.fc2
+    feats = capture_features(model, batch, ["agent.rnn"])["agent.rnn"]
+    with torch.no_grad():
+        q = model.agent.fc2(feats)
+    qs, _ = _out(model, batch)
+    # same hidden states, whatever order the steps were visited in
+    sort = lambda v: v.reshape(-1, v.shape[-1]).sort(0).values  # noqa: E731
+    torch.testing.assert_close(sort(q), sort(qs))
+
+
+def _out(model, batch):
+    with torch.no_grad():
+        return model(*batch)

@@ -28,10 +28,16 @@ steps: 1000
 
 # (yaml text, --set overrides, substrings of the error)
 BAD_INPUTS = {
-    "unknown env": (GOOD.replace("matrix:two_step", "foo:bar"), [], ["env:", "foo:bar",
-                                                                     "matrix:two_step"]),
-    "ragged payoff": (GOOD.replace("matrix:two_step", "matrix:custom")
-                      + "env_config: {payoff: [[1, 2], [3]]}\n", [], ["env_config.payoff"]),
+    "unknown env": (
+        GOOD.replace("matrix:two_step", "foo:bar"),
+        [],
+        ["env:", "foo:bar", "matrix:two_step"],
+    ),
+    "ragged payoff": (
+        GOOD.replace("matrix:two_step", "matrix:custom") + "env_config: {payoff: [[1, 2], [3]]}\n",
+        [],
+        ["env_config.payoff"],
+    ),
     "negative steps": (GOOD, ["steps=-100"], ["steps:", "> 0"]),
     "unknown mixer": (GOOD, ["algorithm=qtran"], ["algorithm: unknown 'qtran'", "qmix, vdn"]),
     "unknown override": (GOOD, ["training.lrr=1"], ["training.lrr", "allowed: lr"]),
@@ -87,7 +93,11 @@ def test_bad_config_never_imports_ray(tmp_path):
     t0 = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-c", script, json.dumps(paths)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
@@ -101,8 +111,11 @@ def test_bad_config_never_imports_ray(tmp_path):
 def test_console_entry_point_via_python_m(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "knife.platform.cli", "train", str(tmp_path / "missing.yaml")],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "error: config file not found" in proc.stderr
@@ -148,8 +161,14 @@ def test_algorithm_factory_kwargs_match_qmix_config():
     from knife.platform.algorithm_factory import training_kwargs
     from knife.platform.config import parse_trial_config
 
-    cfg = parse_trial_config({"algorithm": "vdn", "env": "matrix:two_step", "steps": 10,
-                              "evaluation": {"episodes": 3, "interval": 77}})
+    cfg = parse_trial_config(
+        {
+            "algorithm": "vdn",
+            "env": "matrix:two_step",
+            "steps": 10,
+            "evaluation": {"episodes": 3, "interval": 77},
+        }
+    )
     kwargs = training_kwargs(cfg)
     assert kwargs["mixer"] == "vdn" and kwargs["test_episodes"] == 3
     assert kwargs["test_interval"] == 77
@@ -169,16 +188,33 @@ def test_knife_train_two_step_end_to_end(tmp_path, ray_local, monkeypatch):
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     runs = tmp_path / "runs"
-    rc = cli.main([
-        "train", str(ROOT / "tune_configs" / "train_two_step.yaml"), "--runs-dir", str(runs),
-        "--no-progress", "--set", "steps=1000", "--set", "evaluation.interval=500",
-        "--set", "name=e2e",
-    ])
+    rc = cli.main(
+        [
+            "train",
+            str(ROOT / "tune_configs" / "train_two_step.yaml"),
+            "--runs-dir",
+            str(runs),
+            "--no-progress",
+            "--set",
+            "steps=1000",
+            "--set",
+            "evaluation.interval=500",
+            "--set",
+            "name=e2e",
+        ]
+    )
     assert rc == 0
     run_dir = runs / "train" / "e2e"
     summary = json.loads((run_dir / "summary.json").read_text())
-    for key in ("algorithm", "env", "env_steps", "final_test_return", "final_test_win_rate",
-                "wall_seconds", "mlflow_run_id"):
+    for key in (
+        "algorithm",
+        "env",
+        "env_steps",
+        "final_test_return",
+        "final_test_win_rate",
+        "wall_seconds",
+        "mlflow_run_id",
+    ):
         assert key in summary
     assert summary["algorithm"] == "qmix" and summary["env"] == "matrix:two_step"
     assert summary["env_steps"] >= 1000 and summary["final_test_win_rate"] is None

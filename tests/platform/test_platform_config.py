@@ -40,7 +40,12 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_training_defaults_match_design_5():
     t = TrainingConfig()
     assert (t.lr, t.optimizer, t.gamma, t.td_lambda, t.double_q, t.grad_clip) == (
-        1e-3, "adam", 0.99, 0.6, True, 10.0,
+        1e-3,
+        "adam",
+        0.99,
+        0.6,
+        True,
+        10.0,
     )
     assert (t.batch_size, t.buffer_size, t.target_update_interval) == (32, 5000, 200)
     assert (t.epsilon_start, t.epsilon_finish, t.epsilon_anneal_steps) == (1.0, 0.05, 100_000)
@@ -61,9 +66,14 @@ def test_minimal_config_gets_defaults():
 def test_full_config_round_trips_through_to_dict():
     cfg = parse_trial_config(
         with_(
-            algorithm="vdn", env="matrix:custom", env_config={"payoff": [[1, 0], [0, 1]]},
-            seed=3, name="my-run_1", training={"lr": 5e-4, "optimizer": "rmsprop"},
-            evaluation={"episodes": 4, "interval": 100}, plasticity={"method": "none"},
+            algorithm="vdn",
+            env="matrix:custom",
+            env_config={"payoff": [[1, 0], [0, 1]]},
+            seed=3,
+            name="my-run_1",
+            training={"lr": 5e-4, "optimizer": "rmsprop"},
+            evaluation={"episodes": 4, "interval": 100},
+            plasticity={"method": "none"},
         )
     )
     assert cfg.training.lr == 5e-4 and cfg.training.optimizer == "rmsprop"
@@ -83,8 +93,11 @@ def test_config_is_frozen():
 
 def test_yaml_1_1_exponent_strings_and_integral_floats_are_numbers(tmp_path):
     # PyYAML reads `5e-4` and `1e5` as strings; users write them anyway.
-    path = write(tmp_path, "algorithm: qmix\nenv: matrix:two_step\nsteps: 1e5\n"
-                           "training: {lr: 5e-4, epsilon_anneal_steps: 2.0e3}\n")
+    path = write(
+        tmp_path,
+        "algorithm: qmix\nenv: matrix:two_step\nsteps: 1e5\n"
+        "training: {lr: 5e-4, epsilon_anneal_steps: 2.0e3}\n",
+    )
     cfg = load_trial_config(path)
     assert cfg.steps == 100_000 and isinstance(cfg.steps, int)
     assert cfg.training.lr == 5e-4 and isinstance(cfg.training.lr, float)
@@ -106,8 +119,7 @@ BAD = [
     ({"algorithm": "qmix", "env": "matrix:two_step"}, ["steps: required", "> 0"]),
     (with_(env="foo:bar"), ["env:", "'foo:bar'", "matrix:two_step"]),
     (with_(env=3), ["env: must be"]),
-    (with_(env="matrix:custom", env_config={"payoff": [[1, 2], [3]]}),
-     ["env_config.payoff"]),
+    (with_(env="matrix:custom", env_config={"payoff": [[1, 2], [3]]}), ["env_config.payoff"]),
     (with_(env_config={"bogus": 1}), ["env_config", "'bogus'"]),
     (with_(env_config=[1, 2]), ["env_config: must be a mapping"]),
     (with_(steps=-5), ["steps: must be an integer > 0", "-5"]),
@@ -119,20 +131,26 @@ BAD = [
     (with_(seed=1.5), ["seed: must be an integer >= 0"]),
     (with_(name="a/b"), ["name: must be a folder-safe string"]),
     (with_(stepz=10), ["unknown top-level key 'stepz'", "did you mean 'steps'", "algorithm"]),
-    (with_(tasks=[{"env": "matrix:penalty"}]),
-     ["tasks: task sequences are not supported yet (issue 4)"]),
+    (
+        with_(tasks=[{"env": "matrix:penalty"}]),
+        ["tasks: task sequences are not supported yet (issue 4)"],
+    ),
     (with_(plasticity={"method": "knife"}), ["plasticity.method: unknown 'knife'", "none"]),
     (with_(plasticity={"method": "none", "tau": 0.2}), ["plasticity: unknown key 'tau'"]),
-    (with_(training={"lrr": 1e-3}),
-     ["training: unknown key 'lrr'", "did you mean 'lr'", "allowed: lr, optimizer"]),
+    (
+        with_(training={"lrr": 1e-3}),
+        ["training: unknown key 'lrr'", "did you mean 'lr'", "allowed: lr, optimizer"],
+    ),
     (with_(training={"mixer": "qmix"}), ["training.mixer", "algorithm", "qmix, vdn"]),
     (with_(training=[1]), ["training: must be a mapping"]),
     (with_(training={"lr": 0}), ["training.lr: must be a number > 0"]),
     (with_(training={"lr": -1e-3}), ["training.lr: must be a number > 0"]),
     (with_(training={"lr": "fast"}), ["training.lr: must be a number > 0", "'fast'"]),
     (with_(training={"lr": float("nan")}), ["training.lr: must be a number > 0"]),
-    (with_(training={"optimizer": "sgd"}),
-     ["training.optimizer: unknown 'sgd'", "allowed: adam, rmsprop"]),
+    (
+        with_(training={"optimizer": "sgd"}),
+        ["training.optimizer: unknown 'sgd'", "allowed: adam, rmsprop"],
+    ),
     (with_(training={"gamma": 0}), ["training.gamma: must be a number in (0, 1]"]),
     (with_(training={"gamma": 1.5}), ["training.gamma: must be a number in (0, 1]"]),
     (with_(training={"td_lambda": -0.1}), ["training.td_lambda: must be a number in [0, 1]"]),
@@ -141,31 +159,55 @@ BAD = [
     (with_(training={"grad_clip": 0}), ["training.grad_clip: must be a number > 0"]),
     (with_(training={"batch_size": 0}), ["training.batch_size: must be an integer >= 1"]),
     (with_(training={"batch_size": True}), ["training.batch_size: must be an integer >= 1"]),
-    (with_(training={"batch_size": 64, "buffer_size": 32, "learning_starts": 32}),
-     ["training.buffer_size: must be >= training.batch_size (64)"]),
-    (with_(training={"learning_starts": 8}),
-     ["training.learning_starts: must be in [training.batch_size, training.buffer_size]"]),
-    (with_(training={"target_update_interval": 0}),
-     ["training.target_update_interval: must be an integer >= 1"]),
-    (with_(training={"epsilon_start": 1.5}),
-     ["training.epsilon_start: must be a number in [0, 1]"]),
-    (with_(training={"epsilon_finish": -0.1}),
-     ["training.epsilon_finish: must be a number in [0, 1]"]),
-    (with_(training={"epsilon_anneal_steps": 0}),
-     ["training.epsilon_anneal_steps: must be an integer >= 1"]),
-    (with_(training={"agent_hidden_dim": 0}),
-     ["training.agent_hidden_dim: must be an integer >= 1"]),
-    (with_(training={"mixer_embed_dim": 2.5}),
-     ["training.mixer_embed_dim: must be an integer >= 1"]),
+    (
+        with_(training={"batch_size": 64, "buffer_size": 32, "learning_starts": 32}),
+        ["training.buffer_size: must be >= training.batch_size (64)"],
+    ),
+    (
+        with_(training={"learning_starts": 8}),
+        ["training.learning_starts: must be in [training.batch_size, training.buffer_size]"],
+    ),
+    (
+        with_(training={"target_update_interval": 0}),
+        ["training.target_update_interval: must be an integer >= 1"],
+    ),
+    (
+        with_(training={"epsilon_start": 1.5}),
+        ["training.epsilon_start: must be a number in [0, 1]"],
+    ),
+    (
+        with_(training={"epsilon_finish": -0.1}),
+        ["training.epsilon_finish: must be a number in [0, 1]"],
+    ),
+    (
+        with_(training={"epsilon_anneal_steps": 0}),
+        ["training.epsilon_anneal_steps: must be an integer >= 1"],
+    ),
+    (
+        with_(training={"agent_hidden_dim": 0}),
+        ["training.agent_hidden_dim: must be an integer >= 1"],
+    ),
+    (
+        with_(training={"mixer_embed_dim": 2.5}),
+        ["training.mixer_embed_dim: must be an integer >= 1"],
+    ),
     (with_(training={"hypernet_dim": -1}), ["training.hypernet_dim: must be an integer >= 1"]),
-    (with_(training={"updates_per_episode": 0}),
-     ["training.updates_per_episode: must be a number > 0"]),
-    (with_(training={"standardise_rewards": "no"}),
-     ["training.standardise_rewards: must be true or false"]),
-    (with_(training={"num_env_runners": -1}),
-     ["training.num_env_runners: must be an integer >= 0"]),
-    (with_(training={"device": "tpu"}),
-     ["training.device: unknown 'tpu'", "allowed: cpu, cuda, auto"]),
+    (
+        with_(training={"updates_per_episode": 0}),
+        ["training.updates_per_episode: must be a number > 0"],
+    ),
+    (
+        with_(training={"standardise_rewards": "no"}),
+        ["training.standardise_rewards: must be true or false"],
+    ),
+    (
+        with_(training={"num_env_runners": -1}),
+        ["training.num_env_runners: must be an integer >= 0"],
+    ),
+    (
+        with_(training={"device": "tpu"}),
+        ["training.device: unknown 'tpu'", "allowed: cpu, cuda, auto"],
+    ),
     (with_(evaluation={"episodes": 0}), ["evaluation.episodes: must be an integer >= 1"]),
     (with_(evaluation={"interval": -10}), ["evaluation.interval: must be an integer >= 1"]),
     (with_(evaluation={"every": 10}), ["evaluation: unknown key 'every'", "episodes, interval"]),
@@ -222,8 +264,14 @@ training:
 def test_overrides_parse_values_as_yaml(tmp_path):
     cfg = load_trial_config(
         write(tmp_path, YAML),
-        ["training.lr=0.0005", "steps=2000", "algorithm=vdn", "training.double_q=false",
-         "evaluation.interval=250", "seed=7"],
+        [
+            "training.lr=0.0005",
+            "steps=2000",
+            "algorithm=vdn",
+            "training.double_q=false",
+            "evaluation.interval=250",
+            "seed=7",
+        ],
     )
     assert cfg.training.lr == 0.0005 and cfg.steps == 2000 and cfg.algorithm == "vdn"
     assert cfg.training.double_q is False and cfg.evaluation.interval == 250 and cfg.seed == 7
@@ -277,10 +325,17 @@ def test_override_result_is_validated(tmp_path):
 
 
 def test_flatten_dotted_string_values():
-    flat = flatten({"a": 1, "b": {"c": True, "d": {"e": 0.5}}, "f": [[1, 2], [3, 4]], "g": {},
-                    "h": None})
-    assert flat == {"a": "1", "b.c": "True", "b.d.e": "0.5", "f": "[[1, 2], [3, 4]]",
-                    "g": "{}", "h": "None"}
+    flat = flatten(
+        {"a": 1, "b": {"c": True, "d": {"e": 0.5}}, "f": [[1, 2], [3, 4]], "g": {}, "h": None}
+    )
+    assert flat == {
+        "a": "1",
+        "b.c": "True",
+        "b.d.e": "0.5",
+        "f": "[[1, 2], [3, 4]]",
+        "g": "{}",
+        "h": "None",
+    }
 
 
 def test_flatten_trial_config_has_every_hyperparameter():

@@ -22,8 +22,7 @@ from knife.platform.tracking import (  # noqa: E402
     trial_tags,
 )
 
-CFG = parse_trial_config({"algorithm": "vdn", "env": "matrix:two_step", "steps": 100,
-                          "seed": 4})
+CFG = parse_trial_config({"algorithm": "vdn", "env": "matrix:two_step", "steps": 100, "seed": 4})
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +80,10 @@ def test_redact_uri_drops_credentials():
 def test_trial_tags():
     tags = trial_tags(CFG)
     assert {k: tags[k] for k in ("method", "algorithm", "env", "sequence", "seed")} == {
-        "method": "none", "algorithm": "vdn", "env": "matrix:two_step", "sequence": "none",
+        "method": "none",
+        "algorithm": "vdn",
+        "env": "matrix:two_step",
+        "sequence": "none",
         "seed": "4",
     }
     assert tags["code_version"]
@@ -96,8 +98,16 @@ def test_run_params_tags_metrics_read_back(uri, tmp_path):
     with TrialLogger(uri, "exp-a", run_name="r1", tags=trial_tags(CFG)) as log:
         run_id = log.run_id
         log.log_params({**CFG.to_dict(), "long": long_value, "many": many})
-        log.log_metrics({"train_return": 1.0, "loss": 0.5, "none": None,
-                         "nan": float("nan"), "inf": float("inf")}, step=100)
+        log.log_metrics(
+            {
+                "train_return": 1.0,
+                "loss": 0.5,
+                "none": None,
+                "nan": float("nan"),
+                "inf": float("inf"),
+            },
+            step=100,
+        )
         log.log_metrics({"train_return": 2.0, "test_return": 7.5}, step=250)
         log.log_dict({"a": 1}, "summary.json")
         log.log_dict({"b": [1, 2]}, "cfg/config.yaml")
@@ -117,9 +127,7 @@ def test_run_params_tags_metrics_read_back(uri, tmp_path):
     assert run.data.tags["method"] == "none" and "code_version" in run.data.tags
     history = c.get_metric_history(run_id, "train_return")
     assert [(m.step, m.value) for m in history] == [(100, 1.0), (250, 2.0)]
-    assert [(m.step, m.value) for m in c.get_metric_history(run_id, "test_return")] == [
-        (250, 7.5)
-    ]
+    assert [(m.step, m.value) for m in c.get_metric_history(run_id, "test_return")] == [(250, 7.5)]
     assert not {"none", "nan", "inf"} & set(run.data.metrics)
     arts = {a.path for a in c.list_artifacts(run_id)}
     assert {"summary.json", "cfg", "note.txt"} <= arts
@@ -206,12 +214,12 @@ def test_retry_is_bounded_and_other_errors_pass_through(monkeypatch):
 def _writer(uri: str, index: int, queue) -> None:
     # Runs in a child process: one trial's worth of writes against the shared store.
     try:
-        with TrialLogger(uri, "concurrent", run_name=f"w{index}",
-                         tags={"writer": str(index)}) as log:
+        with TrialLogger(
+            uri, "concurrent", run_name=f"w{index}", tags={"writer": str(index)}
+        ) as log:
             log.log_params({"training": {"lr": 0.001 * (index + 1)}, "index": index})
             for step in range(1, 31):
-                log.log_metrics({"train_return": float(step), "loss": 1.0 / step},
-                                step=step * 10)
+                log.log_metrics({"train_return": float(step), "loss": 1.0 / step}, step=step * 10)
             queue.put((index, log.run_id))
     except BaseException as exc:  # report, do not hang the parent
         queue.put((index, f"ERROR {type(exc).__name__}: {exc}"))

@@ -50,7 +50,7 @@ def algorithm_config(cfg: TrialConfig) -> AlgorithmConfig:
     from knife.policies import QMixConfig
 
     use_gpu = resolve_device(cfg.training.device) == "cuda"
-    return (
+    config = (
         QMixConfig()
         .environment(env=cfg.env, env_config=dict(cfg.env_config))
         .training(**training_kwargs(cfg))
@@ -58,6 +58,9 @@ def algorithm_config(cfg: TrialConfig) -> AlgorithmConfig:
         .learners(num_gpus_per_learner=1 if use_gpu else 0)
         .debugging(seed=cfg.seed)
     )
+    # One result per test at most, so every test reaches MLflow at the step it ran.
+    config.min_sample_timesteps_per_iteration = min(1000, cfg.evaluation.interval)
+    return config
 
 
 def build_algorithm(cfg: TrialConfig) -> Algorithm:

@@ -89,6 +89,22 @@ def _finite(metrics: dict[str, Any], key: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+TEST_KEYS = ("test_return", "test_win_rate")
+
+
+def _fresh_metrics(metrics: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """Drop test results already logged: a test is logged once, at the step it ran.
+
+    result_metrics() repeats the latest test in every iteration; logging it again would
+    draw a staircase in MLflow instead of one point per test.
+    """
+    tested_at = metrics.get("test_at_env_steps")
+    if tested_at is None or tested_at == last.get("_test_logged_at"):
+        return {k: v for k, v in metrics.items() if k not in TEST_KEYS}
+    last["_test_logged_at"] = tested_at
+    return metrics
+
+
 def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress) -> dict:
     """algo.train() until cfg.steps env steps; returns the last values worth summarizing."""
     from knife.policies import result_metrics
@@ -113,7 +129,11 @@ def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress
             value = _finite(metrics, key)
             if value is not None:
                 last[key] = value
-        logger.log_metrics(metrics, step=env_steps)
+        fresh = _fresh_metrics(metrics, last)
+        tests = {k: fresh.pop(k) for k in TEST_KEYS if k in fresh}
+        logger.log_metrics(fresh, step=env_steps)
+        if tests:
+            logger.log_metrics(tests, step=int(metrics["test_at_env_steps"]))
         bar.update(env_steps, metrics)
     return last
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 from pathlib import Path
@@ -45,8 +44,11 @@ class FakeAlgo:
             "learner_updates": self.calls,
             "td_error_abs": 0.2,
         }
-        # A test only every other iteration; in between the value is NaN (not tested).
-        out["test_return"] = 7.0 + self.calls if self.calls % 2 else math.nan
+        # As result_metrics(): the latest test repeats until the next one (every other
+        # iteration here), with the env step it ran at.
+        tested = self.calls if self.calls % 2 else self.calls - 1
+        out["test_return"] = 7.0 + tested
+        out["test_at_env_steps"] = 100 * tested
         return out
 
     def save_to_path(self, path):
@@ -131,8 +133,8 @@ def test_loop_summary_and_mlflow(fake, tmp_path, capsys):
 def test_win_rate_is_kept_when_present(fake, tmp_path):
     fake["algo"] = FakeAlgo(
         [
-            {"env_steps": 200, "test_return": 1.0, "test_win_rate": 0.25},
-            {"env_steps": 400, "test_return": 2.0, "test_win_rate": 0.5},
+            {"env_steps": 200, "test_return": 1.0, "test_win_rate": 0.25, "test_at_env_steps": 150},
+            {"env_steps": 400, "test_return": 2.0, "test_win_rate": 0.5, "test_at_env_steps": 350},
         ]
     )
     summary = train.run_trial(CFG, tmp_path / "runs", progress=False, echo=False)

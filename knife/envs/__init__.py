@@ -1,19 +1,33 @@
-"""Team envs (DESIGN 4): matrix games, stag hunt, and the registry adapters plug into."""
+"""Team envs (DESIGN 4): matrix games, stag hunt, PettingZoo, padding and task sequences,
+and the registry adapters plug into."""
 
+from knife.envs import pettingzoo_adapter  # noqa: F401  (registers the pettingzoo: family)
 from knife.envs.base import TeamEnv, TeamSpec, team_spaces
 from knife.envs.matrix import MatrixGame, TwoStepGame
+from knife.envs.padding import PaddedTeamEnv, agent_mask, padded_spec
+from knife.envs.pettingzoo_adapter import PettingZooTeamEnv
 from knife.envs.registry import make, names, register, unregister, validate
 from knife.envs.stag_hunt import StagHuntConfig, StagHuntEnv
+from knife.envs.tasks import Task, TaskSequence, env_family, preset, presets
 
 __all__ = [
     "MatrixGame",
+    "PaddedTeamEnv",
+    "PettingZooTeamEnv",
     "StagHuntConfig",
     "StagHuntEnv",
+    "Task",
+    "TaskSequence",
     "TeamEnv",
     "TeamSpec",
     "TwoStepGame",
+    "agent_mask",
+    "env_family",
     "make",
     "names",
+    "padded_spec",
+    "preset",
+    "presets",
     "register",
     "team_spaces",
     "unregister",

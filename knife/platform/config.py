@@ -22,7 +22,6 @@ from typing import Any
 import yaml
 
 ALGORITHMS = ("qmix", "vdn")
-PLASTICITY_METHODS = ("none",)  # a later issue adds knife, reset, redo, ...
 # YAML 1.1 (PyYAML) reads `5e-4` and `1e5` as strings; numeric fields accept them.
 _FLOAT_LITERAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -254,17 +253,18 @@ def _check_training(t: TrainingConfig) -> None:
         )
 
 
-def _parse_plasticity(raw: Any) -> dict[str, Any]:
+def _parse_plasticity(raw: Any, algorithm: str) -> dict[str, Any]:
+    """Monitor options + one intervention and its options (knife.plasticity.config)."""
     raw = {"method": "none"} if raw is None else dict(_require_mapping("plasticity", raw))
-    for key in raw:
-        if key != "method":
-            raise _unknown_key("plasticity", key, ["method"])
-    method = raw.get("method", "none")
-    if method not in PLASTICITY_METHODS:
-        raise ConfigError(
-            f"plasticity.method: unknown {method!r}; allowed: {', '.join(PLASTICITY_METHODS)}"
-        )
-    return {"method": method}
+    raw.setdefault("method", "none")
+    # Imported here: validating a config with a bad algorithm need not import torch.
+    from knife.plasticity.config import validate_plasticity
+
+    try:
+        validate_plasticity(raw, algorithm)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return raw
 
 
 def _check_env(name: str, env_config: Mapping[str, Any]) -> None:
@@ -311,7 +311,7 @@ def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
     training = _parse_section(TrainingConfig, "training", raw.get("training"))
     _check_training(training)
     evaluation = _parse_section(EvaluationConfig, "evaluation", raw.get("evaluation"))
-    plasticity = _parse_plasticity(raw.get("plasticity"))
+    plasticity = _parse_plasticity(raw.get("plasticity"), algorithm)
     _check_env(env, env_config)  # last: the only check that reaches outside this module
     return TrialConfig(
         algorithm=algorithm,

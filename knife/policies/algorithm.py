@@ -26,6 +26,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from knife.envs import make as make_env
+from knife.plasticity.config import PLASTICITY_DEFAULTS, validate_plasticity
 from knife.policies.env_runner import TeamEnvRunner
 from knife.policies.learner import QMixTorchLearner
 from knife.policies.mixers import build_mixer
@@ -78,6 +79,19 @@ class QMixConfig(AlgorithmConfig):
         self.broadcast_env_runner_states = False
         self.min_sample_timesteps_per_iteration = 1000
         self.min_time_s_per_iteration = None
+        self.plasticity_config: dict[str, Any] = dict(PLASTICITY_DEFAULTS)
+
+    def plasticity(self, **options: Any) -> QMixConfig:
+        """Plasticity monitor and intervention, e.g.
+        .plasticity(method="knife", tau=0.25, every_n_updates=None, max_fraction=0.25).
+
+        Monitor options: tau, beta, signal ("grad" | "update"), metrics_interval (learner
+        updates between metric reports). Everything else goes to the intervention
+        (knife.plasticity.build_intervention): on_task_switch, every_n_updates, scope,
+        max_fraction and the method's own options.
+        """
+        self.plasticity_config = {**self.plasticity_config, **options}
+        return self
 
     def training(self, **kwargs) -> QMixConfig:
         ours = {k: kwargs.pop(k) for k in list(kwargs) if k in TRAINING_DEFAULTS}
@@ -92,6 +106,7 @@ class QMixConfig(AlgorithmConfig):
     def validate(self) -> None:
         super().validate()
         build_mixer(self.mixer, 1, 1)  # raises a clear error for an unknown mixer
+        validate_plasticity(self.plasticity_config, self.mixer)
         if self.optimizer not in ("adam", "rmsprop"):
             raise ValueError(
                 f"training.optimizer: unknown {self.optimizer!r}; allowed: 'adam', 'rmsprop'"
@@ -180,6 +195,17 @@ class QMix(Algorithm):
         learn_s = time.perf_counter() - t1
         if learner_results:
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+            # Plasticity metrics are states reported every few updates, not per-update
+            # samples: report the latest value of each.
+            latest = {}
+            for result in learner_results:
+                for key, stat in result.get(DEFAULT_MODULE_ID, {}).items():
+                    if isinstance(key, str) and key.startswith("plasticity/"):
+                        value = float(stat.peek() if hasattr(stat, "peek") else stat)
+                        if not np.isnan(value):
+                            latest[key] = value
+            for key, value in latest.items():
+                self.metrics.log_value((KNIFE, key), value, reduce=None, window=1)
             self._sync_weights()
 
         if self.counters["env_steps"] - self.counters["last_test_at"] >= cfg.test_interval:
@@ -243,6 +269,13 @@ class QMix(Algorithm):
         self.counters["learner_updates"] += 1
         return results
 
+    def on_task_switch(self) -> dict[str, float]:
+        """Tell the Learner(s) a new task starts (plasticity trigger), then resync weights."""
+        results = self.learner_group.foreach_learner(lambda learner: learner.on_task_switch())
+        first = next(iter(results)).get()
+        self._sync_weights()
+        return first.get(DEFAULT_MODULE_ID, {})
+
     def _sync_weights(self) -> None:
         self.env_runner_group.sync_weights(
             from_worker_or_learner_group=self.learner_group, inference_only=True
@@ -294,9 +327,6 @@ def result_metrics(result: dict[str, Any]) -> dict[str, float]:
     for key in ("loss", "td_error_abs", "q_taken_mean", "target_mean", "gradients_maybe_clipped"):
         if key in learner:
             out[key] = float(learner[key])
-    for key, value in learner.items():
-        if isinstance(key, str) and key.startswith("plasticity/"):
-            out[key] = float(value)
     # Throughput of this iteration: all its env steps over all its training-step time.
     steps, seconds = out.pop("iteration_env_steps", None), out.pop("iteration_seconds", None)
     if steps is not None and seconds:

@@ -13,12 +13,16 @@ RLlib then clips the global gradient norm and steps the optimizer; afterwards
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
+from knife.policies.plasticity_hook import PlasticityHook
 from knife.policies.targets import td_lambda_targets
+
+PLASTICITY_STATE = "knife_learner"
 
 LOSS_METRICS = ("loss", "td_error_abs", "q_taken_mean", "target_mean")
 
@@ -88,6 +92,14 @@ class QMixTorchLearner(TorchLearner):
         self.module.foreach_module(lambda mid, mod: mod.make_target_networks())
         self.num_updates = 0
         self.reward_stats = RunningMeanStd()
+        self._last_batch: dict[str, dict[str, torch.Tensor]] = {}
+        self.plasticity: dict[str, PlasticityHook] = {}
+        for module_id, module in self.module._rl_modules.items():
+            config = self.config.get_config_for_module(module_id)
+            [(_, optimizer)] = self.get_optimizers_for_module(module_id)
+            self.plasticity[module_id] = PlasticityHook(
+                module.unwrapped(), optimizer, config.plasticity_config
+            )
 
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         module = self._module[module_id]
@@ -105,6 +117,7 @@ class QMixTorchLearner(TorchLearner):
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
         module = self.module[module_id].unwrapped()
+        self._last_batch[module_id] = batch
         rewards = batch["reward"]
         if config.standardise_rewards:
             self.reward_stats.update(rewards[batch["filled"] > 0])
@@ -125,9 +138,53 @@ class QMixTorchLearner(TorchLearner):
         self.metrics.log_value("num_updates", self.num_updates, window=1)
 
     def after_update_plasticity_hook(self, timesteps: dict[str, Any]) -> None:
-        """THE PLACE where plasticity monitoring and interventions run (issue 3).
+        """THE PLACE where plasticity monitoring and interventions run (DESIGN 3, 6-8).
 
         Called after every optimizer step with `param.grad` still populated and before
-        the target sync, so a monitor sees this step's gradients and an intervention's
-        changes reach the targets in the same update. Nothing is monitored yet.
+        the target sync, so the monitor sees this step's gradients and an intervention's
+        changes reach the targets in the same update.
         """
+        for module_id, hook in self.plasticity.items():
+            metrics = hook.after_update(self.num_updates, self._batch_fn(module_id))
+            if metrics:
+                self.metrics.log_dict(metrics, key=module_id, window=1)
+
+    def on_task_switch(self) -> dict[str, dict[str, float]]:
+        """The Algorithm moved to the next task: let each hook intervene (if configured)."""
+        out = {}
+        for module_id, hook in self.plasticity.items():
+            out[module_id] = hook.on_task_switch(self.num_updates, self._batch_fn(module_id))
+            self.metrics.log_dict(out[module_id], key=module_id, window=1)
+        return out
+
+    def _batch_fn(self, module_id: str) -> Callable[[], Any] | None:
+        """A forward pass over the last training batch, for activation-based metrics."""
+        batch = self._last_batch.get(module_id)
+        if batch is None:
+            return None
+        module = self.module[module_id].unwrapped()
+
+        def run() -> torch.Tensor:
+            q = module.agent_q_sequence(module.agent, batch)
+            taken = q[:, :-1].gather(-1, batch["actions"][:, :-1].unsqueeze(-1)).squeeze(-1)
+            return module.mixer(taken, batch["state"][:, :-1])
+
+        return run
+
+    def get_state(self, *args, **kwargs) -> dict[str, Any]:
+        state = super().get_state(*args, **kwargs)
+        state[PLASTICITY_STATE] = {
+            "num_updates": self.num_updates,
+            "reward_stats": vars(self.reward_stats).copy(),
+            "hooks": {mid: hook.state_dict() for mid, hook in self.plasticity.items()},
+        }
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        own = state.get(PLASTICITY_STATE)
+        if own is not None:
+            self.num_updates = own["num_updates"]
+            vars(self.reward_stats).update(own["reward_stats"])
+            for mid, hook_state in own["hooks"].items():
+                self.plasticity[mid].load_state_dict(hook_state)

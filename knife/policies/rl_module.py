@@ -17,6 +17,7 @@ from ray.rllib.core.learner.utils import make_target_network
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, TargetNetworkAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
+from knife.plasticity import install_from_state_dict
 from knife.policies.agent import RNNAgent, build_agent_inputs
 from knife.policies.mixers import build_mixer
 
@@ -128,6 +129,14 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
     def forward_target(self, batch: dict[str, Any]) -> dict[str, Any]:
         with torch.no_grad():
             return {"target_q_values": self.agent_q_sequence(self.target_agent, batch)}
+
+    # --- state: plasticity interventions change structure -----------------------------
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        # KNIFE composites and injection wrappers travel in the state dict: give this
+        # module the same structure first (EnvRunner copies, restores from checkpoints).
+        install_from_state_dict(self, state)
+        super().set_state(state)
 
     # --- InferenceOnlyAPI ------------------------------------------------------------
 

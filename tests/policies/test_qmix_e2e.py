@@ -5,41 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from qmix_helpers import SMALL_STAG_HUNT, _config, _train
 
 import knife.envs as envs
-from knife.policies import QMixConfig, result_metrics
+from knife.policies import result_metrics
 from knife.policies.env_runner import TeamEnvRunner
-
-SMALL_STAG_HUNT = {"world_shape": [5, 5], "n_agents": 2, "n_stags": 1, "episode_limit": 25}
-
-
-def _config(env, env_config=None, mixer="qmix", runners=0, **training):
-    defaults = dict(
-        lr=1e-3,
-        batch_size=32,
-        learning_starts=32,
-        target_update_interval=200,
-        epsilon_anneal_steps=5000,
-        test_interval=2000,
-        test_episodes=16,
-    )
-    defaults.update(training)
-    cfg = (
-        QMixConfig()
-        .environment(env=env, env_config=env_config or {})
-        .training(mixer=mixer, **defaults)
-        .env_runners(num_env_runners=runners)
-        .debugging(seed=0)
-    )
-    cfg.min_sample_timesteps_per_iteration = 1000
-    return cfg
-
-
-def _train(algo, steps):
-    metrics = {}
-    while metrics.get("env_steps", 0) < steps:
-        metrics = result_metrics(algo.train())
-    return metrics
 
 
 def _random_return(env_name, env_config, episodes=200):

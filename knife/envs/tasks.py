@@ -1,0 +1,408 @@
+"""Task sequences (DESIGN 9, issue 4): ordered tasks that one network trains through.
+
+A trial config's `tasks:` section takes one of three forms:
+
+    tasks:                          # 1. a list of tasks (sequence options at their defaults)
+      - {env: matrix:climbing, steps: 2000}
+      - {env: matrix:penalty, env_config: {k: -100}, steps: 2000, name: penalty}
+
+    tasks:                          # 2. sequence options plus the list
+      buffer_on_switch: keep        # flush (default) | keep: the replay buffer at a switch
+      reanneal_epsilon: true        # restart the epsilon schedule at each switch
+      eval_previous: true           # also test on every earlier task (forgetting)
+      name: my_sequence
+      tasks: [...]
+
+    tasks: {preset: matrix_payoffs, steps_per_task: 500, buffer_on_switch: keep}
+                                    # 3. a preset (presets()), with options overridden
+
+Errors are ValueErrors naming the field (`tasks[1].steps: ...`); `from_config` also checks
+every env name and config with the registry, so a bad sequence fails before Ray starts.
+
+One network serves the whole sequence: `spec()` is the padded TeamSpec over the tasks and
+`make_task_env(i)` builds task i padded to it (knife.envs.padding; `agent_mask(i)` says
+which agents are real). Padding only makes sense when a feature index means the same thing
+in every task, so all tasks must come from one env *family* (`env_family`): the name's part
+before ':' (matrix, smax, smacv2), the whole name for names without one (stag_hunt), and
+the whole name for pettingzoo (each PettingZoo module is its own game).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from knife.envs.base import TeamEnv, TeamSpec
+from knife.envs.padding import PaddedTeamEnv, agent_mask, padded_spec
+from knife.envs.registry import make
+from knife.envs.registry import validate as validate_env
+
+BUFFER_ON_SWITCH = ("flush", "keep")
+TASK_KEYS = ("env", "env_config", "steps", "name")
+SEQUENCE_KEYS = ("tasks", "buffer_on_switch", "reanneal_epsilon", "eval_previous", "name")
+PRESET_KEYS = ("preset", "steps_per_task", *SEQUENCE_KEYS[1:])
+
+
+def env_family(env: str) -> str:
+    """Tasks may share one network only within a family (module docstring)."""
+    if env.startswith("pettingzoo:"):
+        return env
+    return env.split(":", 1)[0] if ":" in env else env
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _unknown_key(path: str, key: Any, allowed: tuple[str, ...]) -> ValueError:
+    return ValueError(f"{path}: unknown key {key!r}; allowed: {', '.join(allowed)}")
+
+
+@dataclass
+class Task:
+    """One task: an env, its config, and a budget of env steps."""
+
+    env: str
+    env_config: dict[str, Any]
+    steps: int
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.env
+
+    def check(self, path: str) -> None:
+        """Structural checks (no env is built); `path` is e.g. 'tasks[1]'."""
+        if not isinstance(self.env, str) or not self.env:
+            raise ValueError(f"{path}.env: required, a registered env name; got {self.env!r}")
+        if not isinstance(self.env_config, Mapping):
+            raise ValueError(
+                f"{path}.env_config: must be a mapping of keys to values, got {self.env_config!r}"
+            )
+        if not _is_int(self.steps) or self.steps <= 0:
+            raise ValueError(
+                f"{path}.steps: required, a positive int (env steps); got {self.steps!r}"
+            )
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise ValueError(f"{path}.name: must be a non-empty string, got {self.name!r}")
+
+    @classmethod
+    def from_config(cls, raw: Any, path: str) -> Task:
+        if not isinstance(raw, Mapping):
+            raise ValueError(
+                f"{path}: must be a mapping with env, steps (and optionally env_config, "
+                f"name), got {raw!r}"
+            )
+        for key in raw:
+            if key not in TASK_KEYS:
+                raise _unknown_key(path, key, TASK_KEYS)
+        for key in ("env", "steps"):
+            if raw.get(key) is None:
+                what = "a registered env name" if key == "env" else "a positive int (env steps)"
+                raise ValueError(f"{path}.{key}: required, {what}")
+        env_config = raw.get("env_config")
+        task = cls(
+            env=raw["env"],
+            env_config={} if env_config is None else env_config,
+            steps=raw["steps"],
+            name=raw.get("name"),
+        )
+        task.check(path)
+        task.env_config = dict(task.env_config)
+        task.steps = int(task.steps)
+        return task
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"env": self.env, "env_config": dict(self.env_config)}
+        out["steps"] = self.steps
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@dataclass
+class TaskSequence:
+    """Ordered tasks plus what happens at a switch. Construction builds no env."""
+
+    tasks: list[Task]
+    buffer_on_switch: Literal["flush", "keep"] = "flush"
+    reanneal_epsilon: bool = False
+    eval_previous: bool = False
+    name: str | None = None
+    _specs: list[TeamSpec] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.tasks = list(self.tasks)
+        if not self.tasks:
+            raise ValueError("tasks: must list at least one task")
+        for i, task in enumerate(self.tasks):
+            if not isinstance(task, Task):
+                raise ValueError(f"tasks[{i}]: must be a Task, got {task!r}")
+            task.check(f"tasks[{i}]")
+        if self.buffer_on_switch not in BUFFER_ON_SWITCH:
+            raise ValueError(
+                f"tasks.buffer_on_switch: unknown {self.buffer_on_switch!r}; allowed: "
+                f"{', '.join(BUFFER_ON_SWITCH)}"
+            )
+        for key in ("reanneal_epsilon", "eval_previous"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"tasks.{key}: must be true or false, got {getattr(self, key)!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise ValueError(f"tasks.name: must be a non-empty string, got {self.name!r}")
+        self._check_family()
+
+    def _check_family(self) -> None:
+        families = list(dict.fromkeys(env_family(t.env) for t in self.tasks))
+        if len(families) > 1:
+            first = {
+                f: next(i for i, t in enumerate(self.tasks) if env_family(t.env) == f)
+                for f in families
+            }
+            where = ", ".join(f"{f} (tasks[{i}])" for f, i in first.items())
+            raise ValueError(
+                f"tasks: cannot share one network across env families "
+                f"{' and '.join(families)}; padded observation, state and action features "
+                f"would mean different things in different tasks. Use tasks of one family "
+                f"only; first task of each family: {where}"
+            )
+
+    # ---------------------------------------------------------------- parsing
+
+    @classmethod
+    def from_config(cls, raw: Any) -> TaskSequence:
+        """Parse and fully validate a `tasks:` section (module docstring), building no env
+        beyond what the registry's validators need."""
+        if isinstance(raw, Mapping) and "preset" in raw:
+            seq = cls._from_preset(raw)
+            seq.validate()
+        elif isinstance(raw, Mapping):
+            for key in raw:
+                if key not in SEQUENCE_KEYS:
+                    raise _unknown_key("tasks", key, (*SEQUENCE_KEYS, "preset"))
+            if raw.get("tasks") is None:
+                raise ValueError("tasks.tasks: required, a list of tasks (or use preset)")
+            options = {k: raw[k] for k in SEQUENCE_KEYS[1:] if k in raw}
+            seq = cls(tasks=cls._parse_tasks(raw["tasks"]), **options)
+        elif isinstance(raw, list | tuple):
+            seq = cls(tasks=cls._parse_tasks(raw))
+        else:
+            raise ValueError(
+                f"tasks: must be a list of tasks, or a mapping with tasks (or preset) and "
+                f"sequence options; got {raw!r}"
+            )
+        return seq
+
+    @staticmethod
+    def _parse_tasks(raw: Any) -> list[Task]:
+        if not isinstance(raw, list | tuple):
+            raise ValueError(f"tasks: the tasks must be a list, got {raw!r}")
+        if not raw:
+            raise ValueError("tasks: must list at least one task")
+        tasks = [Task.from_config(item, f"tasks[{i}]") for i, item in enumerate(raw)]
+        # Env names and configs first: a typo should not surface as a family mismatch.
+        _validate_envs(tasks)
+        return tasks
+
+    @classmethod
+    def _from_preset(cls, raw: Mapping[str, Any]) -> TaskSequence:
+        for key in raw:
+            if key == "tasks":
+                raise ValueError("tasks.preset: give either preset or tasks, not both")
+            if key not in PRESET_KEYS:
+                raise _unknown_key("tasks", key, PRESET_KEYS)
+        preset = raw["preset"]
+        if preset not in PRESETS:
+            raise ValueError(f"tasks.preset: unknown {preset!r}; allowed: {', '.join(PRESETS)}")
+        steps = raw.get("steps_per_task")
+        if steps is not None and (not _is_int(steps) or steps <= 0):
+            raise ValueError(f"tasks.steps_per_task: must be a positive int, got {steps!r}")
+        seq = PRESETS[preset](steps=steps)
+        options = {k: raw[k] for k in SEQUENCE_KEYS[1:] if k in raw}
+        # Re-run the checks on the overridden options.
+        return cls(tasks=seq.tasks, **{**seq.options(), "name": seq.name, **options})
+
+    def validate(self) -> None:
+        """Check every task's env name and config with the registry (field-named errors)."""
+        _validate_envs(self.tasks)
+
+    def options(self) -> dict[str, Any]:
+        """The sequence-level switch options."""
+        return {
+            "buffer_on_switch": self.buffer_on_switch,
+            "reanneal_epsilon": self.reanneal_epsilon,
+            "eval_previous": self.eval_previous,
+        }
+
+    def to_config(self) -> dict[str, Any]:
+        """A plain mapping (YAML/JSON-ready) that from_config accepts back."""
+        out: dict[str, Any] = {**self.options(), "tasks": [t.to_config() for t in self.tasks]}
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+    # ---------------------------------------------------------------- sizes and envs
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def specs(self) -> list[TeamSpec]:
+        """Each task's own TeamSpec; builds each env once (then closes it) and caches."""
+        if self._specs is None:
+            specs = []
+            for i in range(len(self.tasks)):
+                env = self._make_raw(i)
+                try:
+                    specs.append(env.team)
+                finally:
+                    env.close()
+            self._specs = specs
+        return list(self._specs)
+
+    def spec(self) -> TeamSpec:
+        """The sequence's padded spec: what the network is built for."""
+        return padded_spec(self.specs())
+
+    def agent_mask(self, i: int) -> np.ndarray:
+        """bool [spec().n_agents]: task i's real agents (False = padded, no part in Q_tot)."""
+        return agent_mask(self.specs()[self._index(i)], self.spec())
+
+    def make_task_env(self, i: int, spec: TeamSpec | None = None) -> PaddedTeamEnv:
+        """Task i's env, padded to `spec` (default spec(); pass it where it is already known,
+        e.g. in an EnvRunner, to skip building every task's env once to compute it)."""
+        return PaddedTeamEnv(self._make_raw(self._index(i)), spec or self.spec())
+
+    def _make_raw(self, i: int) -> TeamEnv:
+        task = self.tasks[i]
+        try:
+            return make(task.env, **task.env_config)
+        except ValueError as err:
+            raise ValueError(_task_path(i, str(err))) from err
+
+    def _index(self, i: int) -> int:
+        if not _is_int(i) or not 0 <= i < len(self.tasks):
+            raise IndexError(f"task index {i!r} out of range for {len(self.tasks)} tasks")
+        return int(i)
+
+    # ---------------------------------------------------------------- budgets
+
+    @property
+    def total_steps(self) -> int:
+        return sum(t.steps for t in self.tasks)
+
+    def boundaries(self) -> list[int]:
+        """Cumulative env-step ends: task i runs while boundaries()[i-1] <= steps <
+        boundaries()[i] (0 before task 0); the last entry is total_steps."""
+        return list(itertools.accumulate(t.steps for t in self.tasks))
+
+    def task_at(self, env_steps: int) -> int:
+        """The task index for a global env-step count (the last task past the end)."""
+        return min(bisect.bisect_right(self.boundaries(), env_steps), len(self.tasks) - 1)
+
+
+def _validate_envs(tasks: list[Task]) -> None:
+    for i, task in enumerate(tasks):
+        try:
+            validate_env(task.env, task.env_config)
+        except ValueError as err:
+            raise ValueError(_task_path(i, str(err))) from err
+
+
+def _task_path(i: int, msg: str) -> str:
+    """Registry messages start with `env:` / `env_config...:`; put them under tasks[i]."""
+    if msg.startswith(("env:", "env_config")):
+        return f"tasks[{i}].{msg}"
+    return f"tasks[{i}]: {msg}"
+
+
+# -------------------------------------------------------------------- presets
+
+MATRIX_STEPS = 2000
+STAG_HUNT_STEPS = 500_000
+SMAX_STEPS = 2_000_000
+SMACV2_STEPS = 2_000_000
+
+
+def matrix_payoffs(steps: int | None = None) -> TaskSequence:
+    """Four 2-agent 3-action one-step games whose optimal joint action moves around."""
+    s = steps or MATRIX_STEPS
+    return TaskSequence(
+        [
+            Task("matrix:climbing", {}, s, "climbing"),
+            Task("matrix:penalty", {"k": -100.0}, s, "penalty_k-100"),
+            Task("matrix:nonmonotonic", {}, s, "nonmonotonic"),
+            Task("matrix:qplex_3", {}, s, "qplex_3"),
+        ],
+        name="matrix_payoffs",
+    )
+
+
+def stag_hunt_punishment(steps: int | None = None) -> TaskSequence:
+    """The default stag hunt with the mis-capture punishment 0 -> -0.5 -> -1 -> -2."""
+    s = steps or STAG_HUNT_STEPS
+    return TaskSequence(
+        [
+            Task("stag_hunt", {"punishment": p}, s, f"punishment_{p:g}")
+            for p in (0.0, -0.5, -1.0, -2.0)
+        ],
+        name="stag_hunt_punishment",
+    )
+
+
+def _races(family: str, steps: int) -> list[Task]:
+    return [
+        Task(f"{family}:{race}_5_vs_5", {}, steps, race) for race in ("protoss", "terran", "zerg")
+    ]
+
+
+def smax_race(steps: int | None = None) -> TaskSequence:
+    """SMAX (offline SMACv2-like) race transfer, 5 vs 5."""
+    return TaskSequence(_races("smax", steps or SMAX_STEPS), name="smax_race")
+
+
+def smacv2_race(steps: int | None = None) -> TaskSequence:
+    """Real SMACv2 race transfer, 5 vs 5 (GPU image with StarCraft II)."""
+    return TaskSequence(_races("smacv2", steps or SMACV2_STEPS), name="smacv2_race")
+
+
+def smacv2_5v5_to_5v6(steps: int | None = None) -> TaskSequence:
+    """protoss 5 vs 5 -> 5 vs 6. SMACv2 ships no 5_vs_6 scenario (the reference table has
+    none), so the second task is protoss_5_vs_5 with the capability config's n_enemies 6."""
+    s = steps or SMACV2_STEPS
+    return TaskSequence(
+        [
+            Task("smacv2:protoss_5_vs_5", {}, s, "protoss_5_vs_5"),
+            Task(
+                "smacv2:protoss_5_vs_5",
+                {"capability_config": {"n_enemies": 6}},
+                s,
+                "protoss_5_vs_6",
+            ),
+        ],
+        name="smacv2_5v5_to_5v6",
+    )
+
+
+PRESETS: dict[str, Callable[..., TaskSequence]] = {
+    "matrix_payoffs": matrix_payoffs,
+    "stag_hunt_punishment": stag_hunt_punishment,
+    "smax_race": smax_race,
+    "smacv2_race": smacv2_race,
+    "smacv2_5v5_to_5v6": smacv2_5v5_to_5v6,
+}
+
+
+def presets() -> list[str]:
+    """Names `tasks: {preset: NAME}` accepts."""
+    return list(PRESETS)
+
+
+def preset(name: str, steps: int | None = None) -> TaskSequence:
+    """The preset sequence `name` (no env is built)."""
+    if name not in PRESETS:
+        raise ValueError(f"tasks.preset: unknown {name!r}; allowed: {', '.join(PRESETS)}")
+    return PRESETS[name](steps=steps)

@@ -1,0 +1,114 @@
+"""The Learner's plasticity hook: one object owns the monitor, the intervention and its
+schedule (like dopamine's ReDo recycler); the Learner calls `after_update` after every
+optimizer step and `on_task_switch` when the Algorithm moves to the next task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from knife.plasticity import StagnationMonitor, build_intervention, plasticity_metrics
+from knife.plasticity.config import MONITOR_OPTIONS, split_options
+
+PREFIX = "plasticity/"
+
+
+def _pair(agent: nn.Module, mixer: nn.Module) -> nn.Module:
+    holder = nn.Module()
+    holder.agent, holder.mixer = agent, mixer
+    return holder
+
+
+class PlasticityHook:
+    """Monitor + intervention for one QMixRLModule and its optimizer."""
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> None:
+        hook, options = split_options(config)
+        self.module = module
+        self.optimizer = optimizer
+        self.method = hook["method"]
+        self.metrics_interval = int(hook["metrics_interval"])
+        self.monitor_options = {k: hook[k] for k in MONITOR_OPTIONS}
+        self.monitor = StagnationMonitor(self._online(), **self.monitor_options)
+        self.intervention = build_intervention(self.method, **options)
+        self.injections = 0
+        self.units_changed = 0
+        self.last_summary: dict[str, float] = {}
+
+    # --- the two calls the Learner makes ---------------------------------------------
+
+    def after_update(self, num_updates: int, batch_fn: Callable[[], Any]) -> dict[str, float]:
+        """After each optimizer step (grads still populated). Returns metrics when due."""
+        self.monitor.update()
+        fired = self.intervention.should_fire("update", num_updates)
+        if fired:
+            self._fire(batch_fn)
+        if fired or num_updates % self.metrics_interval == 0:
+            return self.metrics(batch_fn)
+        return {}
+
+    def on_task_switch(self, num_updates: int, batch_fn: Callable[[], Any] | None) -> dict:
+        """At a task boundary: measure, intervene if configured, then restart the EMA."""
+        before = self.metrics(batch_fn)
+        if self.intervention.should_fire("task_switch", num_updates):
+            self._fire(batch_fn)
+        # The stagnation EMA describes the finished task; the next one is judged afresh.
+        self.monitor.reset()
+        out = {f"{PREFIX}at_switch/{k[len(PREFIX) :]}": v for k, v in before.items()}
+        out.update(self._counters())
+        return out
+
+    # --- internals -------------------------------------------------------------------
+
+    def _online(self) -> nn.Module:
+        """The online networks under the child names the toolkit expects (agent, mixer)."""
+        return _pair(self.module.agent, self.module.mixer)
+
+    def _fire(self, batch_fn: Callable[[], Any] | None) -> None:
+        module = self.module
+        online = self._online()
+        # Interventions mirror their changes into a target with the same child names.
+        target = _pair(module.target_agent, module.target_mixer)
+        summary = self.intervention.apply(
+            online, self.optimizer, monitor=self.monitor, batch=batch_fn, target=target
+        )
+        # Network-level methods may wrap a whole network: keep the module's handles current.
+        module.agent, module.mixer = online.agent, online.mixer
+        module.target_agent, module.target_mixer = target.agent, target.mixer
+        self.injections += 1
+        self.units_changed += int(summary.total_changed)
+        self.last_summary = {k: float(v) for k, v in summary.to_metrics().items()}
+
+    def _counters(self) -> dict[str, float]:
+        return {
+            f"{PREFIX}interventions": float(self.injections),
+            f"{PREFIX}units_changed_total": float(self.units_changed),
+        }
+
+    def metrics(self, batch_fn: Callable[[], Any] | None) -> dict[str, float]:
+        with torch.no_grad():
+            raw = plasticity_metrics(self._online(), batch=batch_fn, monitor=self.monitor)
+        out = {f"{PREFIX}{k}": float(v) for k, v in raw.items()}
+        out.update(self._counters())
+        out.update({f"{PREFIX}last/{k}": v for k, v in self.last_summary.items()})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor.state_dict(),
+            "injections": self.injections,
+            "units_changed": self.units_changed,
+            "last_summary": dict(self.last_summary),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # The module may have gained composites on restore: rebuild the monitor on it.
+        self.monitor = StagnationMonitor(self._online(), **self.monitor_options)
+        self.monitor.load_state_dict(state["monitor"])
+        self.injections = int(state["injections"])
+        self.units_changed = int(state["units_changed"])
+        self.last_summary = dict(state["last_summary"])

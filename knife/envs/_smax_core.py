@@ -10,14 +10,32 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-with contextlib.redirect_stdout(io.StringIO()):
-    # jaxmarl prints a line about optional submodules on import; keep our stdout clean.
+
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    # Importing jaxmarl prints two lines about optional submodules, and its mabrax module
+    # sets sys.stdout/sys.stderr to sys.__stdout__/sys.__stderr__, which would undo any
+    # redirection the caller had (pytest, Ray log capture). Point all four at a buffer for
+    # the import and put the caller's streams back afterwards.
+    saved = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    sink = io.StringIO()
+    sys.stdout = sys.__stdout__ = sink
+    sys.stderr = sys.__stderr__ = sink
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = saved
+
+
+with _quiet_import():
     from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
 
 # SMAX's own action layout: 0 north, 1 east, 2 south, 3 west, 4 stop, 5+j attack enemy j.
@@ -136,16 +154,20 @@ class SMACv2StartPositions:
 
 
 class SMAXCore:
-    """Compiled reset/step of one scenario config (`spec`: a knife.envs.smax.SMAXScenario).
+    """Compiled reset/step of one scenario config (`spec`: a knife.envs.smax.SMAXScenario
+    without its episode limit, which the env applies).
 
-    Both return already-fetched NumPy data: one jax.device_get of a tuple per call, with the
-    SMAX state left on the device for the next step.
+    Both return already-fetched NumPy data: everything the host needs is packed into one
+    array inside the jitted call and fetched with one jax.device_get, while the SMAX state
+    stays on the device for the next step.
     """
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec
         kwargs: dict[str, Any] = {
-            "max_steps": spec.episode_limit,
+            # The time limit is the Python side's (one compile serves every limit); SMAX's
+            # own only sets a done flag nothing here reads.
+            "max_steps": 2**30,
             "attack_mode": spec.enemy_attack_mode,
             "walls_cause_death": spec.walls_cause_death,
         }
@@ -189,6 +211,7 @@ class SMAXCore:
             jnp.int32,
         )
         self.traces = {"reset": 0, "step": 0}
+        self._layouts: dict[str, list[tuple[int, int, tuple[int, ...]]]] = {}
         self._reset = jax.jit(self._reset_fn)
         self._step = jax.jit(self._step_fn)
 
@@ -211,12 +234,26 @@ class SMAXCore:
         )
         return ally_obs, obs["world_state"], ours, alive
 
+    def _pack(self, name: str, parts: tuple[jax.Array, ...]) -> jax.Array:
+        # One flat float32 buffer, so the host fetches one array per call; float32 holds the
+        # 0/1 masks, flags and unit type ids exactly. The layout is recorded at trace time.
+        layout, start = [], 0
+        for p in parts:
+            layout.append((start, start + p.size, p.shape))
+            start += p.size
+        self._layouts[name] = layout
+        return jnp.concatenate([jnp.ravel(p).astype(jnp.float32) for p in parts])
+
+    def _unpack(self, name: str, flat: jax.Array) -> list[np.ndarray]:
+        host = np.array(jax.device_get(flat))  # the one transfer (and a writable copy)
+        return [host[a:b].reshape(shape) for a, b, shape in self._layouts[name]]
+
     def _reset_fn(self, key: jax.Array) -> tuple[Any, ...]:
         self.traces["reset"] += 1  # runs at trace time only
         key, sub = jax.random.split(key)
         obs, state = self.env.reset(sub)
         state = _strong(state)
-        return key, state, (*self._view(obs, state), state.state.unit_types)
+        return key, state, self._pack("reset", (*self._view(obs, state), state.state.unit_types))
 
     def _step_fn(self, key: jax.Array, state: Any, actions: jax.Array) -> tuple[Any, ...]:
         self.traces["step"] += 1
@@ -230,22 +267,23 @@ class SMAXCore:
         enemies_dead = ~jnp.any(alive[self.n_allies :])
         terminated = allies_dead | enemies_dead
         won = enemies_dead & ~allies_dead  # both dead at once is a draw, as in SMAX's reward
-        truncated = ~terminated & (state.state.step >= self.spec.episode_limit)
         reward = rewards[self.env.agents[0]]  # the team reward; every ally gets the same
-        flags = (reward, terminated, truncated, won)
-        return key, state, (*self._view(obs, state), *flags)
+        flags = (reward, terminated, won)
+        return key, state, self._pack("step", (*self._view(obs, state), *flags))
 
     # ------------------------------------------------------------------ host API
 
-    def reset(self, key: jax.Array) -> tuple[jax.Array, Any, tuple[np.ndarray, ...]]:
-        key, state, out = self._reset(key)
-        return key, state, jax.device_get(out)
+    def reset(self, key: jax.Array) -> tuple[jax.Array, Any, list[np.ndarray]]:
+        """(key, state, [obs, world state, avail, alive, unit types]) for a new episode."""
+        key, state, flat = self._reset(key)
+        return key, state, self._unpack("reset", flat)
 
     def step(
         self, key: jax.Array, state: Any, actions: np.ndarray
-    ) -> tuple[jax.Array, Any, tuple[Any, ...]]:
-        key, state, out = self._step(key, state, actions)
-        return key, state, jax.device_get(out)
+    ) -> tuple[jax.Array, Any, list[np.ndarray]]:
+        """(key, state, [obs, world state, avail, alive, reward, terminated, won])."""
+        key, state, flat = self._step(key, state, actions)
+        return key, state, self._unpack("step", flat)
 
     @staticmethod
     def make_key(seed: int) -> jax.Array:

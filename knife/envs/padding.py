@@ -18,14 +18,16 @@ a learner that masks correctly never does it, so it is a bug worth failing loudl
 
 Padded agents and Q_tot (decision)
 ----------------------------------
-The observation Dict stays exactly the contract's (obs, state, avail_actions): nothing in
-it marks padded agents, and "zero obs and only action 0 available" cannot identify them
-since a real agent (a dead SMAC unit, say) can look the same. Which agents are padded is a
-fact of the (real spec, padded spec) pair, fixed for a whole task: `agent_mask(real,
-padded)` (and `PaddedTeamEnv.agent_mask`, `TaskSequence.agent_mask(i)`) gives a bool array
-[n_agents], True for real agents. The learner must zero padded agents' chosen Q-values
-before the mixer (QMIX and VDN alike) using the mask of the task the batch came from, so
-padded agents never contribute to Q_tot; their TD targets get the same mask.
+The observation Dict stays exactly the contract's (obs, state, avail_actions) and `info`
+passes through unchanged: nothing in them marks padded agents, and "zero obs and only
+action 0 available" cannot identify them, since a real agent (a dead SMAC unit, say) can
+look the same. Which agents are padded is a fact of the (real spec, padded spec) pair,
+fixed for a whole task: `agent_mask(real, padded)` (also `PaddedTeamEnv.agent_mask` and
+`TaskSequence.agent_mask(i)`) is a bool array [n_agents], True for real agents. The learner
+must zero padded agents' chosen Q-values before the mixer (QMIX and VDN alike), and their
+target values likewise, using the mask of the task each episode came from (with
+`buffer_on_switch: keep` one batch mixes tasks, so the mask or task index travels with each
+episode); then padded agents never contribute to Q_tot.
 """
 
 from __future__ import annotations

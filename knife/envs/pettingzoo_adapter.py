@@ -211,6 +211,7 @@ class PettingZooTeamEnv(TeamEnv):
         self._n_all = len(agents)
         self._terminated: set[str] = set()
         self._infos: dict[str, Any] = {}
+        self._last_obs: Mapping[str, Any] = {}
         self._t = 0
         self._done = True
 

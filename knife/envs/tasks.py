@@ -21,10 +21,13 @@ every env name and config with the registry, so a bad sequence fails before Ray 
 
 One network serves the whole sequence: `spec()` is the padded TeamSpec over the tasks and
 `make_task_env(i)` builds task i padded to it (knife.envs.padding; `agent_mask(i)` says
-which agents are real). Padding only makes sense when a feature index means the same thing
-in every task, so all tasks must come from one env *family* (`env_family`): the name's part
+which agents are real). Padded features only line up between envs of one kind, so all
+tasks must come from one env *family* (`env_family`): the name's part
 before ':' (matrix, smax, smacv2), the whole name for names without one (stag_hunt), and
-the whole name for pettingzoo (each PettingZoo module is its own game).
+the whole name for pettingzoo (each PettingZoo module is its own game). Within a family,
+layouts can still shift (the stag hunt state grows with the grid, protoss obs carry shield
+features the other races lack): padding appends zeros and the network has to adapt, which
+is part of what a transfer sequence tests.
 """
 
 from __future__ import annotations
@@ -57,6 +60,20 @@ def env_family(env: str) -> str:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _as_steps(value: Any) -> Any:
+    """An env-step count as int where the YAML spelling is integral: PyYAML reads `2e6` as
+    the string '2e6' and `2.0e+6` as a float. Anything else is returned unchanged (and then
+    refused by the checks)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def _unknown_key(path: str, key: Any, allowed: tuple[str, ...]) -> ValueError:
@@ -109,7 +126,7 @@ class Task:
         task = cls(
             env=raw["env"],
             env_config={} if env_config is None else env_config,
-            steps=raw["steps"],
+            steps=_as_steps(raw["steps"]),
             name=raw.get("name"),
         )
         task.check(path)
@@ -218,7 +235,7 @@ class TaskSequence:
         preset = raw["preset"]
         if preset not in PRESETS:
             raise ValueError(f"tasks.preset: unknown {preset!r}; allowed: {', '.join(PRESETS)}")
-        steps = raw.get("steps_per_task")
+        steps = _as_steps(raw.get("steps_per_task"))
         if steps is not None and (not _is_int(steps) or steps <= 0):
             raise ValueError(f"tasks.steps_per_task: must be a positive int, got {steps!r}")
         seq = PRESETS[preset](steps=steps)

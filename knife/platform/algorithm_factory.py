@@ -57,6 +57,7 @@ def algorithm_config(cfg: TrialConfig) -> AlgorithmConfig:
         .env_runners(num_env_runners=cfg.training.num_env_runners)
         .learners(num_gpus_per_learner=1 if use_gpu else 0)
         .plasticity(**cfg.plasticity)
+        .tasks(cfg.tasks)
         .debugging(seed=cfg.seed)
     )
     # One result per test at most, so every test reaches MLflow at the step it ran.

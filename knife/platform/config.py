@@ -126,13 +126,24 @@ class TrialConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     plasticity: dict[str, Any] = field(default_factory=lambda: {"method": "none"})
     name: str | None = None
+    # A task sequence (knife.envs.tasks, normalized); env/env_config/steps then describe
+    # its first task and its total budget.
+    tasks: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-ready) that parse_trial_config accepts back."""
         out = asdict(self)  # deep-copies env_config and plasticity
-        if out["name"] is None:
-            del out["name"]
+        for key in ("name", "tasks"):
+            if out[key] is None:
+                del out[key]
         return out
+
+    @property
+    def sequence_name(self) -> str:
+        """The `sequence` tag: the sequence's name, 'custom', or 'none' for one env."""
+        if self.tasks is None:
+            return "none"
+        return self.tasks.get("name") or "custom"
 
 
 TOP_LEVEL_KEYS = (
@@ -286,8 +297,10 @@ def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise _unknown_key("", key, TOP_LEVEL_KEYS)
-    if "tasks" in raw:
-        raise ConfigError("tasks: task sequences are not supported yet (issue 4)")
+    raw = dict(raw)
+    tasks = None
+    if raw.get("tasks") is not None:
+        tasks, raw = _parse_tasks(raw)
     for key, what in _REQUIRED.items():
         if raw.get(key) is None:
             raise ConfigError(f"{key}: required; must be {what}")
@@ -312,7 +325,8 @@ def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
     _check_training(training)
     evaluation = _parse_section(EvaluationConfig, "evaluation", raw.get("evaluation"))
     plasticity = _parse_plasticity(raw.get("plasticity"), algorithm)
-    _check_env(env, env_config)  # last: the only check that reaches outside this module
+    if tasks is None:
+        _check_env(env, env_config)  # last: the only check that reaches outside this module
     return TrialConfig(
         algorithm=algorithm,
         env=env,
@@ -323,7 +337,33 @@ def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
         evaluation=evaluation,
         plasticity=plasticity,
         name=name,
+        tasks=tasks,
     )
+
+
+def _parse_tasks(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate `tasks:` (knife.envs.tasks); fill env/env_config/steps from it."""
+    from knife.envs.tasks import TaskSequence
+
+    try:
+        sequence = TaskSequence.from_config(raw["tasks"])
+    except ValueError as err:
+        msg = str(err)
+        raise ConfigError(msg if msg.startswith("tasks") else f"tasks: {msg}") from None
+    first = sequence.tasks[0]
+    derived = {
+        "env": first.env,
+        "env_config": dict(first.env_config),
+        "steps": sequence.total_steps,
+    }
+    for key, value in derived.items():
+        if raw.get(key) is not None and raw[key] != value:
+            raise ConfigError(
+                f"{key}: with tasks, each task sets its own env, env_config and steps; "
+                f"leave {key} out (it is derived: {value!r})"
+            )
+        raw[key] = value
+    return sequence.to_config(), raw
 
 
 # ---------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def trial_tags(cfg: TrialConfig) -> dict[str, str]:
         "method": str(cfg.plasticity.get("method", "none")),
         "algorithm": cfg.algorithm,
         "env": cfg.env,
-        "sequence": "none",  # single-task trial; task sequences come with issue 4
+        "sequence": cfg.sequence_name,
         "seed": str(cfg.seed),
         "code_version": code_version(),
     }

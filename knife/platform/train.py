@@ -92,6 +92,27 @@ def _finite(metrics: dict[str, Any], key: str) -> float | None:
 TEST_KEYS = ("test_return", "test_win_rate")
 
 
+def task_summaries(cfg: TrialConfig, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per task of the sequence, from the run's last result (task/<i>/...)."""
+    out = []
+    for i, task in enumerate(cfg.tasks["tasks"]):
+        prefix = f"task/{i}/"
+        out.append(
+            {
+                "index": i,
+                "name": task.get("name") or task["env"],
+                "env": task["env"],
+                "env_config": task.get("env_config", {}),
+                "steps": task["steps"],
+                "start_env_steps": _finite(metrics, prefix + "start_env_steps"),
+                "final_test_return": _finite(metrics, prefix + "final_test_return"),
+                "final_test_win_rate": _finite(metrics, prefix + "final_test_win_rate"),
+                "auc": _finite(metrics, prefix + "auc"),
+            }
+        )
+    return out
+
+
 def _fresh_metrics(metrics: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
     """Drop test results already logged: a test is logged once, at the step it ran.
 
@@ -114,6 +135,7 @@ def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress
         "test_return": None,
         "test_win_rate": None,
         "learner_updates": None,
+        "metrics": {},
     }
     stalled = 0
     while last["env_steps"] < cfg.steps:
@@ -132,6 +154,7 @@ def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress
         fresh = _fresh_metrics(metrics, last)
         tests = {k: fresh.pop(k) for k in TEST_KEYS if k in fresh}
         logger.log_metrics(fresh, step=env_steps)
+        last["metrics"] = metrics
         if tests:
             logger.log_metrics(tests, step=int(metrics["test_at_env_steps"]))
         bar.update(env_steps, metrics)
@@ -192,6 +215,9 @@ def run_trial(
             "run_dir": str(run_dir),
             "checkpoint": checkpoint,
         }
+        if cfg.tasks is not None:
+            summary["sequence"] = cfg.sequence_name
+            summary["tasks"] = task_summaries(cfg, last["metrics"])
         summary_file = run_dir / "summary.json"
         summary_file.write_text(json.dumps(summary, indent=2) + "\n")
         logger.log_artifact(summary_file)

@@ -26,12 +26,14 @@ from ray.rllib.utils.metrics import (
 )
 
 from knife.envs import make as make_env
+from knife.envs.tasks import TaskSequence
 from knife.plasticity.config import PLASTICITY_DEFAULTS, validate_plasticity
 from knife.policies.env_runner import TeamEnvRunner
 from knife.policies.learner import QMixTorchLearner
 from knife.policies.mixers import build_mixer
 from knife.policies.replay_buffer import EpisodeReplayBuffer
 from knife.policies.rl_module import QMixRLModule, linear_epsilon
+from knife.policies.task_progress import TaskProgress
 
 KNIFE = "knife"  # result-dict namespace of this algorithm's own metrics
 
@@ -80,6 +82,17 @@ class QMixConfig(AlgorithmConfig):
         self.min_sample_timesteps_per_iteration = 1000
         self.min_time_s_per_iteration = None
         self.plasticity_config: dict[str, Any] = dict(PLASTICITY_DEFAULTS)
+        self.task_sequence: Any = None
+
+    def tasks(self, sequence: Any) -> QMixConfig:
+        """Train through a task sequence: the `tasks:` section of a trial config (a list of
+        {env, env_config, steps}, a mapping with options, or a preset; see
+        knife.envs.tasks). The sequence's tasks replace `environment(env=...)`."""
+        self.task_sequence = sequence
+        if sequence is not None:
+            first = TaskSequence.from_config(sequence).tasks[0]
+            self.environment(env=first.env, env_config=dict(first.env_config))
+        return self
 
     def plasticity(self, **options: Any) -> QMixConfig:
         """Plasticity monitor and intervention, e.g.
@@ -107,6 +120,8 @@ class QMixConfig(AlgorithmConfig):
         super().validate()
         build_mixer(self.mixer, 1, 1)  # raises a clear error for an unknown mixer
         validate_plasticity(self.plasticity_config, self.mixer)
+        if self.task_sequence is not None:
+            TaskSequence.from_config(self.task_sequence)  # field-named errors
         if self.optimizer not in ("adam", "rmsprop"):
             raise ValueError(
                 f"training.optimizer: unknown {self.optimizer!r}; allowed: 'adam', 'rmsprop'"
@@ -145,8 +160,14 @@ class QMix(Algorithm):
 
     def setup(self, config: AlgorithmConfig) -> None:
         super().setup(config)
-        team = make_env(self.config.env, **dict(self.config.env_config or {})).team
+        raw = self.config.task_sequence
+        self.sequence = None if raw is None else TaskSequence.from_config(raw)
+        if self.sequence is None:
+            team = make_env(self.config.env, **dict(self.config.env_config or {})).team
+        else:
+            team = self.sequence.spec()  # every task padded to the largest sizes
         self.team = team
+        self.progress = TaskProgress()
         self.replay_buffer = EpisodeReplayBuffer(
             self.config.buffer_size,
             team.episode_limit,
@@ -164,6 +185,7 @@ class QMix(Algorithm):
             "update_credit": 0.0,
         }
         self._last_test: dict[str, float] = {}
+        self._plasticity_latest: dict[str, float] = {}
         self._weights_synced = False
 
     # --- one iteration ---------------------------------------------------------------
@@ -176,7 +198,7 @@ class QMix(Algorithm):
             self._test()  # the untrained policy's test return, at env step 0
 
         step_start = t0 = time.perf_counter()
-        samples = self._sample(explore=True)
+        samples = self._sample_training_episodes()
         sample_s = time.perf_counter() - t0
         episodes = [ep for s in samples for ep in s["episodes"]]
         steps = sum(s["env_steps"] for s in samples)
@@ -204,11 +226,12 @@ class QMix(Algorithm):
                         value = float(stat.peek() if hasattr(stat, "peek") else stat)
                         if not np.isnan(value):
                             latest[key] = value
-            for key, value in latest.items():
-                self.metrics.log_value((KNIFE, key), value, reduce=None, window=1)
+            self._plasticity_latest.update(latest)
             self._sync_weights()
 
-        if self.counters["env_steps"] - self.counters["last_test_at"] >= cfg.test_interval:
+        if self._task_finished():
+            self._end_task()
+        elif self.counters["env_steps"] - self.counters["last_test_at"] >= cfg.test_interval:
             self._test()
 
         returns = [ep.episode_return for ep in episodes]
@@ -217,7 +240,7 @@ class QMix(Algorithm):
             "train_return": float(np.mean(returns)),
             "train_episode_len": float(np.mean([ep.length for ep in episodes])),
             "epsilon": linear_epsilon(
-                self.counters["env_steps"],
+                self._epsilon_steps(),
                 cfg.epsilon_start,
                 cfg.epsilon_finish,
                 cfg.epsilon_anneal_steps,
@@ -231,7 +254,12 @@ class QMix(Algorithm):
             self.metrics.log_value((KNIFE, key), value, reduce="mean")
         for key in ("env_steps", "episodes", "learner_updates"):
             self.metrics.log_value((KNIFE, key), self.counters[key], reduce=None, window=1)
-        for key, value in self._last_test.items():
+        # States (latest test, plasticity, task results) are re-logged every step: a value
+        # logged once would read as NaN in later results.
+        states = {**self._last_test, **self._plasticity_latest}
+        if self.sequence is not None:
+            states.update(self.progress.metrics())
+        for key, value in states.items():
             self.metrics.log_value((KNIFE, key), value, reduce=None, window=1)
         self.metrics.log_value((KNIFE, "iteration_env_steps"), steps, reduce="sum")
         self.metrics.log_value(
@@ -243,15 +271,14 @@ class QMix(Algorithm):
 
     # --- helpers ---------------------------------------------------------------------
 
-    def _sample(self, explore: bool) -> list[dict[str, Any]]:
+    def _sample_training_episodes(self) -> list[dict[str, Any]]:
+        """Each training EnvRunner plays `episodes_per_runner` epsilon-greedy episodes."""
         cfg = self.config
         group = self.env_runner_group
-        if not explore:
-            return [group.local_env_runner.sample(num_episodes=cfg.test_episodes, explore=False)]
         kwargs = {
             "num_episodes": cfg.episodes_per_runner,
             "explore": True,
-            "global_env_steps": self.counters["env_steps"],
+            "global_env_steps": self._epsilon_steps(),
         }
         if group.num_remote_env_runners() == 0:
             return [group.local_env_runner.sample(**kwargs)]
@@ -283,15 +310,59 @@ class QMix(Algorithm):
         self._weights_synced = True
 
     def _test(self) -> None:
-        """Greedy test episodes; unsmoothed results of this test only."""
-        result = self._sample(explore=False)[0]
-        eps = result["episodes"]
-        self._last_test = {"test_return": float(np.mean([e.episode_return for e in eps]))}
+        """Greedy test episodes on the current task (and, if asked, on earlier tasks);
+        unsmoothed results of this test only."""
+        steps = self.counters["env_steps"]
+        ret, win = self._test_task(self.progress.index)
+        self._last_test = {"test_return": ret, "test_at_env_steps": float(steps)}
+        if win is not None:
+            self._last_test["test_win_rate"] = win
+        if self.sequence is not None and self.sequence.eval_previous:
+            for task in range(self.progress.index):
+                self._test_task(task)
+        self.counters["last_test_at"] = steps
+
+    def _test_task(self, task: int) -> tuple[float, float | None]:
+        runner = self.env_runner_group.local_env_runner
+        eps = runner.sample(num_episodes=self.config.test_episodes, explore=False, task_index=task)
+        eps = eps["episodes"]
+        ret = float(np.mean([e.episode_return for e in eps]))
         won = [float(e.info["battle_won"]) for e in eps if "battle_won" in e.info]
-        if won:
-            self._last_test["test_win_rate"] = float(np.mean(won))
-        self._last_test["test_at_env_steps"] = float(self.counters["env_steps"])
-        self.counters["last_test_at"] = self.counters["env_steps"]
+        win = float(np.mean(won)) if won else None
+        self.progress.record_test(task, self.counters["env_steps"], ret, win)
+        return ret, win
+
+    # --- task transfer ---------------------------------------------------------------
+
+    def _epsilon_steps(self) -> int:
+        """Env steps that drive epsilon: since the task began if re-annealing, else all."""
+        steps = self.counters["env_steps"]
+        if self.sequence is not None and self.sequence.reanneal_epsilon:
+            steps -= self.progress.current.start_env_steps
+        return steps
+
+    def _task_finished(self) -> bool:
+        if self.sequence is None or self.progress.current.end_env_steps is not None:
+            return False
+        return self.counters["env_steps"] >= self.sequence.boundaries()[self.progress.index]
+
+    def _end_task(self) -> None:
+        """Final test of the finished task; then switch to the next one, if any."""
+        self._test()
+        self.progress.end_task(self.counters["env_steps"])
+        nxt = self.progress.index + 1
+        if nxt >= len(self.sequence):
+            return
+        self.progress.start_task(self.counters["env_steps"])
+        self.env_runner_group.foreach_env_runner(
+            lambda runner: runner.set_task(nxt), local_env_runner=True
+        )
+        # Plasticity trigger + weight sync; its metrics are reported from now on.
+        self._plasticity_latest.update(self.on_task_switch())
+        if self.sequence.buffer_on_switch == "flush":
+            self.replay_buffer.clear()
+            self.counters["update_credit"] = 0.0
+        self._test()  # where the new task starts from
 
     # --- checkpoints: the buffer and counters travel with the Algorithm's state --------
 
@@ -301,8 +372,10 @@ class QMix(Algorithm):
             state[KNIFE] = {
                 "counters": dict(self.counters),
                 "last_test": dict(self._last_test),
+                "plasticity_latest": dict(self._plasticity_latest),
                 "replay_buffer": self.replay_buffer.state_dict(),
                 "rng": self._rng.bit_generator.state,
+                "progress": self.progress.state_dict(),
             }
         return state
 
@@ -312,8 +385,15 @@ class QMix(Algorithm):
             own = state[KNIFE]
             self.counters.update(own["counters"])
             self._last_test = dict(own["last_test"])
+            self._plasticity_latest = dict(own.get("plasticity_latest", {}))
             self.replay_buffer.load_state_dict(own["replay_buffer"])
             self._rng.bit_generator.state = own["rng"]
+            self.progress.load_state_dict(own["progress"])
+            task = self.progress.index
+            if task > 0:
+                self.env_runner_group.foreach_env_runner(
+                    lambda runner: runner.set_task(task), local_env_runner=True
+                )
             self._weights_synced = False
 
 

@@ -8,10 +8,11 @@ back `Episode`s (numpy arrays), ready for the episode replay buffer. It is still
 EnvRunner: EnvRunnerGroup creates it locally or as Ray actors, syncs the Learner's weights
 into it through `set_state`, and health-checks it.
 
-Seeding: the training env is seeded once, at its first reset, with seed + worker index;
-later resets continue that env's random stream, so consecutive episodes start differently.
-The greedy test env is a separate instance with its own seed, so testing never perturbs
-the training stream or the step counters that drive epsilon.
+Seeding: the training env is seeded once, at its first reset, with seed + 1000 x worker
+index (+ 100000 x task index); later resets continue that env's random stream, so
+consecutive episodes start differently. The greedy test env of each task is a separate
+instance with its own seed, so testing never perturbs the training stream or the step
+counters that drive epsilon.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME, WEIGHTS_SEQ_NO
 
 from knife import envs
+from knife.envs.tasks import TaskSequence
 from knife.policies.episode import Episode
 
 TEST_SEED_OFFSET = 1_000_000
@@ -42,6 +44,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         super().__init__(config=config, **kwargs)
         self.env = None
         self.test_env = None
+        self._test_envs: dict[int, Any] = {}
         self.module = None
         self._weights_seq_no = 0
         self.make_env()
@@ -50,15 +53,40 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
     # --- construction ----------------------------------------------------------------
 
     def make_env(self) -> None:
-        for env in (self.env, self.test_env):
+        raw = getattr(self.config, "task_sequence", None)
+        self.sequence = None if raw is None else TaskSequence.from_config(raw)
+        self._spec = None if self.sequence is None else self.sequence.spec()
+        self._test_envs: dict[int, Any] = {}
+        self.set_task(0)
+
+    def _build_env(self, task_index: int):
+        if self.sequence is None:
+            return envs.make(self.config.env, **dict(self.config.env_config or {}))
+        return self.sequence.make_task_env(task_index, self._spec)
+
+    def set_task(self, task_index: int) -> None:
+        """Switch to task `task_index` of the sequence: fresh, freshly seeded envs."""
+        for env in (self.env, *self._test_envs.values()):
             if env is not None:
                 env.close()
-        name, env_config = self.config.env, dict(self.config.env_config or {})
-        self.env = envs.make(name, **env_config)
-        self.test_env = envs.make(name, **env_config)
+        self._test_envs = {}
+        self._test_seeded: set[int] = set()
+        self.task_index = task_index
+        self.env = self._build_env(task_index)
+        self.test_env = self._test_env(task_index)
         base = 0 if self.config.seed is None else int(self.config.seed)
-        self._train_seed: int | None = base + 1000 * (self.worker_index or 0)
-        self._test_seed: int | None = base + TEST_SEED_OFFSET + 1000 * (self.worker_index or 0)
+        self._seed_base = base + 1000 * (self.worker_index or 0)
+        self._train_seed: int | None = self._seed_base + 100_000 * task_index
+
+    def _test_env(self, task_index: int):
+        """The greedy-test env of a task (earlier tasks too, for forgetting)."""
+        if task_index not in self._test_envs:
+            self._test_envs[task_index] = self._build_env(task_index)
+        return self._test_envs[task_index]
+
+    def _agent_mask(self, env) -> np.ndarray | None:
+        mask = getattr(env, "agent_mask", None)
+        return None if mask is None else np.asarray(mask, np.float32)
 
     def make_module(self) -> None:
         spec = self.config.get_rl_module_spec(spaces=self.get_spaces(), inference_only=True)
@@ -80,39 +108,41 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         num_episodes: int = 1,
         explore: bool = True,
         global_env_steps: int = 0,
+        task_index: int | None = None,
         **kwargs,
     ) -> dict[str, Any]:
         """Play `num_episodes` complete episodes.
 
         explore=True uses the training env and epsilon-greedy actions (epsilon from
         `global_env_steps` plus the steps taken in this call); explore=False plays greedy
-        test episodes on the separate test env. Returns {"episodes", "env_steps", "seconds"}.
+        test episodes on the separate test env of `task_index` (default: the current task).
+        Returns {"episodes", "env_steps", "seconds"}.
         """
         start = time.perf_counter()
         episodes = []
         steps = 0
+        test_task = self.task_index if task_index is None else task_index
         for _ in range(num_episodes):
-            ep = self._play_episode(explore, global_env_steps + steps)
+            ep = self._play_episode(explore, global_env_steps + steps, test_task)
             episodes.append(ep)
             steps += ep.length
         if explore:
             self.num_env_steps_sampled_lifetime += steps
         return {"episodes": episodes, "env_steps": steps, "seconds": time.perf_counter() - start}
 
-    def _reset(self, explore: bool) -> dict[str, np.ndarray]:
-        env = self.env if explore else self.test_env
-        if explore:
-            obs, _ = env.reset(seed=self._train_seed)
-            self._train_seed = None
-        else:
-            obs, _ = env.reset(seed=self._test_seed)
-            self._test_seed = None
-        return obs
-
     @torch.no_grad()
-    def _play_episode(self, explore: bool, t0: int) -> Episode:
-        env = self.env if explore else self.test_env
-        obs = self._reset(explore)
+    def _play_episode(self, explore: bool, t0: int, test_task: int = 0) -> Episode:
+        if explore:
+            env = self.env
+            obs, _ = env.reset(seed=self._train_seed)
+            self._train_seed = None  # seeded once: later resets continue the stream
+        else:
+            env = self._test_env(test_task)
+            seed = None
+            if test_task not in self._test_seeded:  # each test env is seeded once, too
+                seed = self._seed_base + TEST_SEED_OFFSET + 100_000 * test_task
+                self._test_seeded.add(test_task)
+            obs, _ = env.reset(seed=seed)
         limit = env.team.episode_limit
         n, a = env.team.n_agents, env.team.n_actions
         obs_buf = np.zeros((limit + 1, n, env.team.obs_dim), np.float32)
@@ -155,6 +185,8 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
             rewards=rewards_buf[:t].copy(),
             terminated=bool(terminated),
             info=dict(info),
+            agent_mask=self._agent_mask(env),
+            task_index=self.task_index if explore else test_task,
         )
 
     def get_metrics(self) -> dict:
@@ -197,6 +229,6 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         return [(COMPONENT_RL_MODULE, self.module)]
 
     def stop(self) -> None:
-        for env in (self.env, self.test_env):
+        for env in (self.env, *self._test_envs.values()):
             if env is not None:
                 env.close()

@@ -18,6 +18,8 @@ class Episode:
     rewards: np.ndarray  # [L]
     terminated: bool  # True if the env ended it; False if truncated by the time limit
     info: dict = field(default_factory=dict)  # final info (battle_won, episode_limit)
+    agent_mask: np.ndarray | None = None  # [N] 1 = real agent, 0 = padding (None: all real)
+    task_index: int = 0
 
     @property
     def length(self) -> int:

@@ -52,7 +52,9 @@ def qmix_td_loss(
     """
     actions = batch["actions"][:, :-1]  # [B, T, N]
     filled, terminated = batch["filled"], batch["terminated"]
-    q_taken = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1)  # [B, T, N]
+    # Padded agents of a task sequence never contribute to Q_tot (nor to its target).
+    agent_mask = batch["agent_mask"].unsqueeze(1)  # [B, 1, N]
+    q_taken = q[:, :-1].gather(-1, actions.unsqueeze(-1)).squeeze(-1) * agent_mask
     q_tot = module.mixer(q_taken, batch["state"][:, :-1])  # [B, T]
 
     with torch.no_grad():
@@ -65,7 +67,7 @@ def qmix_td_loss(
             target_max = target_q.masked_fill(unavailable, float("-inf")).max(-1).values
         # States past the end of an episode have no available actions (all -inf):
         # zero them; the TD(lambda) recursion never uses them.
-        target_max = torch.nan_to_num(target_max, neginf=0.0)
+        target_max = torch.nan_to_num(target_max, neginf=0.0) * agent_mask
         v_next = module.target_mixer(target_max, batch["state"][:, 1:])
         targets = td_lambda_targets(
             rewards, terminated, filled, v_next, config.gamma, config.td_lambda
@@ -167,6 +169,7 @@ class QMixTorchLearner(TorchLearner):
         def run() -> torch.Tensor:
             q = module.agent_q_sequence(module.agent, batch)
             taken = q[:, :-1].gather(-1, batch["actions"][:, :-1].unsqueeze(-1)).squeeze(-1)
+            taken = taken * batch["agent_mask"].unsqueeze(1)
             return module.mixer(taken, batch["state"][:, :-1])
 
         return run

@@ -17,9 +17,6 @@ import numpy as np
 
 from knife.policies.episode import Episode
 
-# field -> (per-step shape builder, dtype, steps: "T+1" or "T")
-_FIELDS = ("obs", "state", "avail_actions", "actions", "reward", "terminated", "filled")
-
 
 class EpisodeReplayBuffer:
     """A ring buffer of whole episodes, padded to `max_episode_len`."""
@@ -45,6 +42,8 @@ class EpisodeReplayBuffer:
             "reward": np.zeros((capacity, max_episode_len), np.float32),
             "terminated": np.zeros((capacity, max_episode_len), np.float32),
             "filled": np.zeros((capacity, max_episode_len), np.float32),
+            # Padded agents of a task sequence (1 = real): they never enter Q_tot.
+            "agent_mask": np.zeros((capacity, n_agents), np.float32),
         }
         self._lengths = np.zeros(capacity, np.int64)
         self._next = 0
@@ -72,6 +71,7 @@ class EpisodeReplayBuffer:
         d["reward"][i, :length] = episode.rewards
         d["terminated"][i, length - 1] = float(episode.terminated)
         d["filled"][i, :length] = 1.0
+        d["agent_mask"][i] = 1.0 if episode.agent_mask is None else episode.agent_mask
         self._lengths[i] = length
         self._next = (i + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
@@ -85,9 +85,17 @@ class EpisodeReplayBuffer:
         t = int(self._lengths[idx].max())
         out = {}
         for k, arr in self._data.items():
+            if k == "agent_mask":
+                out[k] = arr[idx]
+                continue
             steps = t + 1 if arr.shape[1] == self.max_episode_len + 1 else t
             out[k] = arr[idx, :steps]
         return out
+
+    def clear(self) -> None:
+        """Forget every episode (a task switch with buffer_on_switch: flush)."""
+        self._next = 0
+        self._size = 0
 
     def state_dict(self) -> dict[str, Any]:
         n = self._size
@@ -102,6 +110,8 @@ class EpisodeReplayBuffer:
         n = state["size"]
         for k, v in state["data"].items():
             self._data[k][:n] = v
+        if "agent_mask" not in state["data"]:
+            self._data["agent_mask"][:n] = 1.0
         self._lengths[:n] = state["lengths"]
         self._next = state["next"]
         self._size = n

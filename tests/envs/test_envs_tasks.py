@@ -69,6 +69,18 @@ def test_preset_form_with_overrides():
     assert named.name == "mine" and named.tasks[0].steps == 2000
 
 
+def test_yaml_spellings_of_steps():
+    raw = yaml.safe_load(
+        "[{env: matrix:climbing, steps: 2e3}, {env: matrix:qplex_3, steps: 1.5e+3}]"
+    )
+    assert [t.steps for t in TaskSequence.from_config(raw).tasks] == [2000, 1500]
+    seq = TaskSequence.from_config({"preset": "matrix_payoffs", "steps_per_task": "1e2"})
+    assert seq.boundaries() == [100, 200, 300, 400]
+    for bad in ("1e2.5", "lots", 2.5, "nan", "inf"):
+        with pytest.raises(ValueError, match=re.escape("tasks[0].steps: required, a positive")):
+            TaskSequence.from_config([{"env": "matrix:climbing", "steps": bad}])
+
+
 def test_boundaries_and_task_at():
     seq = TaskSequence.from_config(TWO + [{"env": "matrix:qplex_3", "steps": 300}])
     assert seq.boundaries() == [100, 300, 600] and seq.total_steps == 600

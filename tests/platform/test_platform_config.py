@@ -133,7 +133,7 @@ BAD = [
     (with_(stepz=10), ["unknown top-level key 'stepz'", "did you mean 'steps'", "algorithm"]),
     (
         with_(tasks=[{"env": "matrix:penalty"}]),
-        ["tasks: task sequences are not supported yet (issue 4)"],
+        ["tasks[0].steps", "required"],
     ),
     (with_(plasticity={"method": "knifee"}), ["plasticity.method: unknown 'knifee'", "knife"]),
     (with_(plasticity={"method": "knife", "tau": 1.5}), ["plasticity.tau", "(0, 1]"]),
@@ -348,3 +348,29 @@ def test_flatten_trial_config_has_every_hyperparameter():
     assert flat["evaluation.interval"] == "5000" and flat["plasticity.method"] == "none"
     assert all(isinstance(v, str) for v in flat.values())
     assert len([k for k in flat if k.startswith("training.")]) == 20
+
+
+def test_tasks_fill_env_and_steps_and_round_trip():
+    cfg = parse_trial_config(
+        {
+            "algorithm": "qmix",
+            "tasks": {
+                "name": "two",
+                "buffer_on_switch": "keep",
+                "tasks": [
+                    {"env": "matrix:climbing", "steps": 300},
+                    {"env": "matrix:penalty", "env_config": {"k": -10}, "steps": 200},
+                ],
+            },
+        }
+    )
+    assert cfg.env == "matrix:climbing" and cfg.steps == 500 and cfg.sequence_name == "two"
+    assert cfg.tasks["buffer_on_switch"] == "keep"
+    assert parse_trial_config(cfg.to_dict()) == cfg
+
+
+def test_tasks_with_a_conflicting_budget_names_the_field():
+    with pytest.raises(ConfigError, match="steps: with tasks"):
+        parse_trial_config(
+            {"algorithm": "qmix", "steps": 7, "tasks": [{"env": "matrix:climbing", "steps": 3}]}
+        )

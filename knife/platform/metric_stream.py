@@ -1,0 +1,103 @@
+"""Successive `result_metrics()` dicts -> MLflow writes stepped by env steps.
+
+`result_metrics()` repeats state-like values in every iteration: the latest greedy test,
+the per-task results `task/<i>/...`, the plasticity metrics at the last task switch. Logging
+them again each iteration would draw staircases in MLflow and break "one point per test".
+So, per iteration:
+
+* test results (`test_return`, `test_win_rate`, `task/<i>/test_return`, ...) are logged once,
+  at the env step the test ran (`test_at_env_steps`), and a task's own curve only while it
+  is the current task (plus its final test, which runs at the switch);
+* `task/<i>/retest_return` (tests on earlier tasks) at each new test;
+* other state values (`task_index`, `task/<i>/auc`, `task/<i>/final_test_return`,
+  `task/<i>/start_env_steps`, `plasticity/at_switch/...`) when they change;
+* everything else at the iteration's env steps.
+
+No mlflow here: the stream only decides what to write at which step; its state goes into
+the trial's checkpoint so a restored trial neither repeats nor skips a test.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+TEST_KEYS = ("test_return", "test_win_rate")
+_TASK_TEST = re.compile(r"^task/(\d+)/(test_return|test_win_rate)$")
+_TASK_RETEST = re.compile(r"^task/(\d+)/retest_return$")
+_ON_CHANGE_PREFIXES = ("task/", "plasticity/at_switch/")
+_ON_CHANGE_KEYS = ("task_index", "test_at_env_steps")
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+class MetricStream:
+    """Decides, per iteration, which metrics to write at which env step."""
+
+    def __init__(self) -> None:
+        self.last_test_step: float | None = None
+        self.logged_state: dict[str, float] = {}
+
+    def split(self, metrics: Mapping[str, Any]) -> list[tuple[int, dict[str, float]]]:
+        """[(step, {key: value}), ...] to log for this iteration's metrics."""
+        values = {k: x for k, v in metrics.items() if (x := _finite(v)) is not None}
+        if "env_steps" not in values:
+            raise ValueError("metrics without 'env_steps': cannot step them")
+        env_steps = int(values["env_steps"])
+        tested_at = values.get("test_at_env_steps")
+        fresh_test = tested_at is not None and tested_at != self.last_test_step
+        task_index = int(values.get("task_index", 0))
+        # A task whose final result shows up now ended in this iteration: its final test
+        # (at the switch) still belongs on its curve.
+        just_ended = {
+            int(m.group(1))
+            for k in values
+            if (m := re.match(r"^task/(\d+)/final_test_return$", k))
+            and k not in self.logged_state
+        }
+
+        now: dict[str, float] = {}
+        tests: dict[str, float] = {}
+        for key, value in values.items():
+            if key in TEST_KEYS:
+                if fresh_test:
+                    tests[key] = value
+                continue
+            if m := _TASK_TEST.match(key):
+                task = int(m.group(1))
+                if fresh_test and (task == task_index or task in just_ended):
+                    tests[key] = value
+                continue
+            if m := _TASK_RETEST.match(key):
+                if fresh_test and int(m.group(1)) < task_index:
+                    tests[key] = value
+                continue
+            if key in _ON_CHANGE_KEYS or key.startswith(_ON_CHANGE_PREFIXES):
+                if self.logged_state.get(key) != value:
+                    now[key] = value
+                    self.logged_state[key] = value
+                continue
+            now[key] = value
+
+        out = []
+        if tests:
+            self.last_test_step = tested_at
+            out.append((int(tested_at), tests))
+        if now:
+            out.append((env_steps, now))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_test_step": self.last_test_step, "logged_state": dict(self.logged_state)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.last_test_step = state.get("last_test_step")
+        self.logged_state = dict(state.get("logged_state", {}))

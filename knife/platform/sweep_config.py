@@ -1,0 +1,510 @@
+"""Sweep files (DESIGN 10, issue 5): YAML -> a validated `SweepConfig` -> expanded trials.
+
+A sweep file holds the base trial config (the `knife train` format), the grid, the Tune
+options and the MLflow experiment. The grid axes are
+
+* `methods`   -> `plasticity.method`
+* `seeds`     -> `seed`
+* `sequences` -> `tasks` (a name -> a list of tasks, or a `tasks:` mapping with options)
+* `params`    -> any other config key by dotted path, as `{grid: [...]}` or `{choice: [...]}`
+
+and a `{grid: [...]}` / `{choice: [...]}` mapping written anywhere inside `base` is an axis
+too. `grid` values are crossed (every combination is a trial); `choice` values are drawn by
+Tune, once per trial and per `tune.num_samples` repeat.
+
+Everything here runs before Ray starts and imports neither ray nor mlflow: a typo in a sweep
+file costs a second. Errors are `ConfigError`s whose message starts with the dotted path of
+the offending field in the sweep file (`grid.methods[2]: ...`, `base.training.lr: ...`).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import itertools
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from knife.platform.config import ConfigError, load_yaml, parse_trial_config
+
+SWEEP_KEYS = ("name", "description", "base", "grid", "tune", "mlflow", "plugins")
+GRID_KEYS = ("methods", "seeds", "sequences", "params")
+TUNE_KEYS = (
+    "metric",
+    "mode",
+    "scheduler",
+    "max_concurrent_trials",
+    "resources_per_trial",
+    "num_samples",
+    "max_failures",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "stop",
+)
+MLFLOW_KEYS = ("experiment",)
+RESOURCE_KEYS = ("cpu", "gpu")
+SCHEDULERS = ("fifo", "asha")
+MODES = ("max", "min")
+AXIS_KINDS = ("grid", "choice")
+# Axis -> the trial-config key it sets.
+AXIS_TARGET = {"methods": "plasticity.method", "seeds": "seed", "sequences": "tasks"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """How Tune runs the grid."""
+
+    metric: str = "test_return"
+    mode: str = "max"
+    scheduler: str = "fifo"
+    # None: as many trials at once as the cluster's resources allow.
+    max_concurrent_trials: int | None = None
+    # None: what the trial's algorithm asks for (1 CPU without remote EnvRunners/Learners).
+    resources_per_trial: dict[str, float] | None = None
+    num_samples: int = 1
+    max_failures: int = 2
+    checkpoint_every: int = 10  # training iterations; also at task switches and the end
+    keep_checkpoints: int = 2
+    # Stop a trial early when a reported value reaches a threshold (Tune's `stop` semantics),
+    # checked inside the trial so its MLflow run still ends FINISHED.
+    stop: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: the trial-config key it sets, its values, and their labels."""
+
+    name: str  # where it came from in the sweep file, e.g. "grid.methods"
+    target: str  # dotted trial-config key
+    kind: str  # grid | choice
+    values: tuple[Any, ...]
+    labels: tuple[str, ...]
+
+    def source(self, i: int) -> str:
+        """The sweep-file field of value i (sequences by name, others by index)."""
+        if self.target == "tasks" and self.name == "grid.sequences":
+            return f"grid.sequences.{self.labels[i]}"
+        return f"{self.name}[{i}]"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One expanded grid point: a label and the trial config before `choice` sampling."""
+
+    index: int
+    label: str
+    overrides: dict[str, Any]  # dotted key -> value (grid axes only)
+    sources: dict[str, str]  # dotted key -> sweep-file field it came from
+    config: dict[str, Any]  # full trial config (choice keys hold their first option)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str
+    base: dict[str, Any]
+    axes: tuple[Axis, ...]
+    tune: TuneOptions
+    experiment: str
+    plugins: tuple[str, ...] = ()
+    description: str = ""
+    source: str | None = None  # the file it was read from
+
+    @property
+    def grid_axes(self) -> tuple[Axis, ...]:
+        return tuple(a for a in self.axes if a.kind == "grid")
+
+    @property
+    def choice_axes(self) -> tuple[Axis, ...]:
+        return tuple(a for a in self.axes if a.kind == "choice")
+
+    def trials(self) -> list[TrialSpec]:
+        """Every grid point, in a stable order (methods vary slowest, then seeds, ...)."""
+        grid = self.grid_axes
+        out = []
+        combos = itertools.product(*(range(len(a.values)) for a in grid)) if grid else [()]
+        for index, combo in enumerate(combos):
+            overrides: dict[str, Any] = {}
+            sources: dict[str, str] = {}
+            parts = []
+            for axis, i in zip(grid, combo, strict=True):
+                overrides[axis.target] = copy.deepcopy(axis.values[i])
+                sources[axis.target] = axis.source(i)
+                parts.append(axis.labels[i])
+            for axis in self.choice_axes:
+                overrides.setdefault(axis.target, copy.deepcopy(axis.values[0]))
+                sources.setdefault(axis.target, axis.source(0))
+            config = build_trial_config(self.base, overrides)
+            label = "-".join(parts) or self.name
+            out.append(TrialSpec(index, label, overrides, sources, config))
+        return out
+
+    def num_trials(self) -> int:
+        return len(self.trials()) * self.tune.num_samples
+
+
+# ---------------------------------------------------------------------------------------
+# Small checks
+
+
+def _unknown(path: str, key: Any, allowed: Iterable[str]) -> ConfigError:
+    allowed = list(allowed)
+    hint = difflib.get_close_matches(str(key), allowed, n=1)
+    did = f" (did you mean {hint[0]!r}?)" if hint else ""
+    where = f"{path}: unknown key" if path else "unknown top-level key"
+    return ConfigError(f"{where} {key!r}{did}; allowed: {', '.join(allowed)}")
+
+
+def _mapping(path: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: must be a mapping of keys to values, got {value!r}")
+    return value
+
+
+def _check_keys(path: str, raw: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise _unknown(path, key, allowed)
+
+
+def _int(path: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{path}: must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{path}: must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{path}: must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _number(path: str, value: Any, minimum: float = 0.0) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)  # YAML 1.1 reads 1e5 as a string
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{path}: must be a number >= {minimum:g}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{path}: must be a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _choice(path: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{path}: unknown {value!r}; allowed: {', '.join(choices)}")
+    return value
+
+
+def _list(path: str, value: Any) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{path}: must be a non-empty list, got {value!r}")
+    return value
+
+
+def _label(value: Any) -> str:
+    """A short, folder-safe text for a value (trial names)."""
+    text = value if isinstance(value, str) else repr(value)
+    return _LABEL_UNSAFE.sub("_", text).strip("_")[:40] or "x"
+
+
+# ---------------------------------------------------------------------------------------
+# Dotted keys
+
+
+def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
+    """config[a][b][c] = value for 'a.b.c', creating mappings on the way."""
+    parts = dotted.split(".")
+    node = config
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{dotted}: {part!r} is not a mapping in the base config")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def build_trial_config(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of base with each dotted override applied."""
+    out = copy.deepcopy(dict(base))
+    for dotted, value in overrides.items():
+        set_dotted(out, dotted, copy.deepcopy(value))
+    return out
+
+
+def _is_axis(value: Any) -> bool:
+    return (
+        isinstance(value, Mapping)
+        and len(value) == 1
+        and next(iter(value)) in AXIS_KINDS
+        and isinstance(next(iter(value.values())), list)
+    )
+
+
+def _inline_axes(node: Any, prefix: str, out: list[tuple[str, Mapping[str, Any]]]) -> Any:
+    """Collect `{grid: [...]}` / `{choice: [...]}` values inside base; return base without."""
+    if not isinstance(node, Mapping):
+        return node
+    clean = {}
+    for key, value in node.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if _is_axis(value):
+            out.append((dotted, value))
+        else:
+            clean[key] = _inline_axes(value, dotted, out)
+    return clean
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing
+
+
+def _parse_axis(path: str, target: str, raw: Any) -> Axis:
+    """`{grid: [...]}` or `{choice: [...]}` (a bare list is a grid)."""
+    if isinstance(raw, list):
+        raw = {"grid": raw}
+    raw = _mapping(path, raw)
+    if len(raw) != 1 or next(iter(raw)) not in AXIS_KINDS:
+        raise ConfigError(
+            f"{path}: must be {{grid: [values]}} or {{choice: [values]}}, got {dict(raw)!r}"
+        )
+    kind, values = next(iter(raw.items()))
+    values = _list(f"{path}.{kind}", values)
+    return Axis(path, target, kind, tuple(values), tuple(_label(v) for v in values))
+
+
+def _parse_sequences(raw: Any) -> Axis:
+    raw = _mapping("grid.sequences", raw)
+    if not raw:
+        raise ConfigError("grid.sequences: must name at least one sequence")
+    values = []
+    for name, seq in raw.items():
+        path = f"grid.sequences.{name}"
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ConfigError(f"{path}: a sequence name must be folder-safe, got {name!r}")
+        if isinstance(seq, list):
+            values.append({"name": name, "tasks": copy.deepcopy(seq)})
+        elif isinstance(seq, Mapping):
+            value = copy.deepcopy(dict(seq))
+            value.setdefault("name", name)
+            values.append(value)
+        else:
+            raise ConfigError(
+                f"{path}: must be a list of tasks ({{env, env_config, steps}}) or a `tasks:` "
+                f"mapping (tasks and sequence options, or a preset), got {seq!r}"
+            )
+    return Axis("grid.sequences", "tasks", "grid", tuple(values), tuple(raw))
+
+
+def _parse_grid(raw: Any) -> list[Axis]:
+    raw = {} if raw is None else _mapping("grid", raw)
+    _check_keys("grid", raw, GRID_KEYS)
+    axes = []
+    if raw.get("methods") is not None:
+        methods = _list("grid.methods", raw["methods"])
+        for i, m in enumerate(methods):
+            if not isinstance(m, str):
+                raise ConfigError(f"grid.methods[{i}]: must be a method name, got {m!r}")
+        axes.append(
+            Axis("grid.methods", "plasticity.method", "grid", tuple(methods), tuple(methods))
+        )
+    if raw.get("seeds") is not None:
+        seeds = _list("grid.seeds", raw["seeds"])
+        for i, s in enumerate(seeds):
+            _int(f"grid.seeds[{i}]", s, 0)
+        values = tuple(int(s) for s in seeds)
+        axes.append(Axis("grid.seeds", "seed", "grid", values, tuple(f"s{s}" for s in values)))
+    if raw.get("sequences") is not None:
+        axes.append(_parse_sequences(raw["sequences"]))
+    params = {} if raw.get("params") is None else _mapping("grid.params", raw["params"])
+    for key, value in params.items():
+        if not isinstance(key, str) or not all(key.split(".")):
+            raise ConfigError(f"grid.params: keys are dotted config keys, got {key!r}")
+        if key in AXIS_TARGET.values():
+            axis = next(a for a, t in AXIS_TARGET.items() if t == key)
+            raise ConfigError(f"grid.params.{key}: use grid.{axis} for this key")
+        axes.append(_parse_axis(f"grid.params.{key}", key, value))
+    return axes
+
+
+def _parse_tune(raw: Any) -> TuneOptions:
+    raw = {} if raw is None else _mapping("tune", raw)
+    _check_keys("tune", raw, TUNE_KEYS)
+    values: dict[str, Any] = {}
+    if "metric" in raw:
+        if not isinstance(raw["metric"], str) or not raw["metric"]:
+            raise ConfigError(f"tune.metric: must be a reported metric name, got {raw['metric']!r}")
+        values["metric"] = raw["metric"]
+    if "mode" in raw:
+        values["mode"] = _choice("tune.mode", raw["mode"], MODES)
+    if "scheduler" in raw:
+        values["scheduler"] = _choice("tune.scheduler", raw["scheduler"], SCHEDULERS)
+    if raw.get("max_concurrent_trials") is not None:
+        values["max_concurrent_trials"] = _int(
+            "tune.max_concurrent_trials", raw["max_concurrent_trials"], 1
+        )
+    if raw.get("resources_per_trial") is not None:
+        res = _mapping("tune.resources_per_trial", raw["resources_per_trial"])
+        _check_keys("tune.resources_per_trial", res, RESOURCE_KEYS)
+        parsed = {k: _number(f"tune.resources_per_trial.{k}", v) for k, v in res.items()}
+        if parsed.get("cpu", 1.0) <= 0:
+            raise ConfigError("tune.resources_per_trial.cpu: must be a number > 0")
+        values["resources_per_trial"] = parsed
+    for key, minimum in (
+        ("num_samples", 1),
+        ("max_failures", 0),
+        ("checkpoint_every", 1),
+        ("keep_checkpoints", 1),
+    ):
+        if key in raw:
+            values[key] = _int(f"tune.{key}", raw[key], minimum)
+    if raw.get("stop") is not None:
+        stop = _mapping("tune.stop", raw["stop"])
+        values["stop"] = {str(k): _number(f"tune.stop.{k}", v, -math.inf) for k, v in stop.items()}
+    return TuneOptions(**values)
+
+
+def _parse_plugins(raw: Any) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"plugins: must be a list of module names, got {raw!r}")
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z_][\w.]*$", name):
+            raise ConfigError(f"plugins[{i}]: must be a module name, got {name!r}")
+    return tuple(raw)
+
+
+def import_plugins(plugins: Iterable[str]) -> None:
+    """Import each plugin module (e.g. one that registers envs with knife.envs.register)."""
+    for i, name in enumerate(plugins):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # any failure: say which plugin and why
+            raise ConfigError(
+                f"plugins[{i}]: cannot import {name!r}: {type(exc).__name__}: {exc} "
+                "(is its folder on PYTHONPATH?)"
+            ) from None
+
+
+def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> SweepConfig:
+    """Validate a parsed sweep file, including every trial config it expands to."""
+    raw = _mapping("sweep", raw)
+    _check_keys("", raw, SWEEP_KEYS)
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(
+            f"name: required; a folder-safe sweep name (letters, digits, '.', '_', '-'), "
+            f"got {name!r}"
+        )
+    description = raw.get("description") or ""
+    if not isinstance(description, str):
+        raise ConfigError(f"description: must be a string, got {description!r}")
+    plugins = _parse_plugins(raw.get("plugins"))
+    import_plugins(plugins)  # custom envs must be registered before trials are validated
+
+    base_raw = dict(_mapping("base", raw.get("base") or {}))
+    inline: list[tuple[str, Mapping[str, Any]]] = []
+    base = _inline_axes(base_raw, "", inline)
+    axes = _parse_grid(raw.get("grid"))
+    targets = {a.target: a.name for a in axes}
+    for dotted, spec in inline:
+        if dotted in targets:
+            raise ConfigError(f"base.{dotted}: also set by {targets[dotted]}; keep one")
+        axes.append(_parse_axis(f"base.{dotted}", dotted, spec))
+        targets[dotted] = f"base.{dotted}"
+    for axis in axes:
+        if axis.target == "tasks" and ("env" in base or "steps" in base or "tasks" in base):
+            raise ConfigError(
+                "base: grid.sequences sets `tasks`; leave env, env_config, steps and tasks "
+                "out of base"
+            )
+
+    mlflow_raw = {} if raw.get("mlflow") is None else _mapping("mlflow", raw["mlflow"])
+    _check_keys("mlflow", mlflow_raw, MLFLOW_KEYS)
+    experiment = mlflow_raw.get("experiment", name)
+    if not isinstance(experiment, str) or not experiment.strip():
+        raise ConfigError(f"mlflow.experiment: must be a non-empty string, got {experiment!r}")
+
+    sweep = SweepConfig(
+        name=name,
+        base=base,
+        axes=tuple(axes),
+        tune=_parse_tune(raw.get("tune")),
+        experiment=experiment,
+        plugins=plugins,
+        description=description,
+        source=source,
+    )
+    validate_trials(sweep)
+    return sweep
+
+
+def _attribute(msg: str, sources: Mapping[str, str]) -> str:
+    """Prefix a trial-config error with the sweep-file field it came from."""
+    for dotted in sorted(sources, key=len, reverse=True):
+        if msg == dotted or msg.startswith((dotted + ":", dotted + ".", dotted + "[")):
+            return f"{sources[dotted]} ({msg.split(':', 1)[0]}):{msg.split(':', 1)[1]}"
+    return f"base.{msg}" if re.match(r"^[A-Za-z_][\w.\[\]]*:", msg) else f"base: {msg}"
+
+
+def validate_trials(sweep: SweepConfig) -> None:
+    """Parse every expanded trial config (and every `choice` option) like `knife train`."""
+    for spec in sweep.trials():
+        sources = dict(spec.sources)
+        _validate_one(spec.config, sources)
+    # Each choice option once, with the other keys at the first grid point.
+    first = sweep.trials()[0]
+    for axis in sweep.choice_axes:
+        for i, value in enumerate(axis.values):
+            config = build_trial_config(first.config, {axis.target: value})
+            _validate_one(config, {**first.sources, axis.target: axis.source(i)})
+
+
+def _validate_one(config: dict[str, Any], sources: dict[str, str]) -> None:
+    try:
+        parse_trial_config(config)
+    except ConfigError as err:
+        raise ConfigError(_attribute(str(err), sources)) from None
+
+
+def load_sweep_config(path: str | Path) -> SweepConfig:
+    """Read and validate a sweep YAML file."""
+    return parse_sweep_config(load_yaml(path), source=str(Path(path).resolve()))
+
+
+def describe(sweep: SweepConfig) -> str:
+    """The expanded trial list, for `knife sweep --dry-run`."""
+    specs = sweep.trials()
+    lines = [
+        f"sweep {sweep.name!r}: {len(specs)} grid point(s) x {sweep.tune.num_samples} "
+        f"sample(s) = {sweep.num_trials()} trial(s); MLflow experiment {sweep.experiment!r}",
+    ]
+    for axis in sweep.axes:
+        shown = ", ".join(axis.labels)
+        lines.append(f"  {axis.kind:6} {axis.target:24} <- {axis.name}: {shown}")
+    lines.append("")
+    width = max(len(s.label) for s in specs)
+    for spec in specs:
+        cfg = spec.config
+        tasks = cfg.get("tasks")
+        if tasks is not None:
+            where = f"tasks={tasks.get('name', 'custom')}" if isinstance(tasks, dict) else "tasks"
+        else:
+            where = f"env={cfg.get('env')} steps={cfg.get('steps')}"
+        method = (cfg.get("plasticity") or {}).get("method", "none")
+        lines.append(
+            f"  [{spec.index:3d}] {spec.label:{width}}  algorithm={cfg.get('algorithm')} "
+            f"method={method} seed={cfg.get('seed', 0)} {where}"
+        )
+    for axis in sweep.choice_axes:
+        lines.append(f"  + {axis.target} drawn per trial from {list(axis.values)!r}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Per-task bookkeeping of a task-transfer run: test curves, AUC, final results.
+
+The Algorithm owns one `TaskProgress`; it records every greedy test against the task it
+ran on and turns them into the per-task results of DESIGN 9 (result keys `task/<i>/...`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class TaskRecord:
+    start_env_steps: int
+    tests: list[tuple[int, float]] = field(default_factory=list)  # (env steps, return)
+    win_rates: list[float] = field(default_factory=list)
+    retests: list[tuple[int, float]] = field(default_factory=list)  # after the task ended
+    end_env_steps: int | None = None
+
+    def auc(self) -> float | None:
+        """Area under the test curve over the task, divided by its length (the curve's
+        mean height, so tasks of different lengths compare); one test -> its value."""
+        if not self.tests:
+            return None
+        steps = np.array([s for s, _ in self.tests], np.float64)
+        values = np.array([v for _, v in self.tests], np.float64)
+        if len(values) == 1 or steps[-1] == steps[0]:
+            return float(values.mean())
+        return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
+
+
+class TaskProgress:
+    """The task records of one run and the metrics they give."""
+
+    def __init__(self) -> None:
+        self.records: list[TaskRecord] = [TaskRecord(start_env_steps=0)]
+
+    @property
+    def index(self) -> int:
+        return len(self.records) - 1
+
+    @property
+    def current(self) -> TaskRecord:
+        return self.records[-1]
+
+    def record_test(self, task: int, env_steps: int, ret: float, win: float | None) -> None:
+        rec = self.records[task]
+        if task == self.index and rec.end_env_steps is None:
+            rec.tests.append((env_steps, ret))
+            if win is not None:
+                rec.win_rates.append(win)
+        else:
+            rec.retests.append((env_steps, ret))
+
+    def end_task(self, env_steps: int) -> None:
+        self.current.end_env_steps = env_steps
+
+    def start_task(self, env_steps: int) -> None:
+        self.records.append(TaskRecord(start_env_steps=env_steps))
+
+    def metrics(self) -> dict[str, float]:
+        out: dict[str, float] = {"task_index": float(self.index)}
+        for i, rec in enumerate(self.records):
+            prefix = f"task/{i}/"
+            out[prefix + "start_env_steps"] = float(rec.start_env_steps)
+            if rec.tests:
+                out[prefix + "test_return"] = rec.tests[-1][1]
+                out[prefix + "auc"] = rec.auc()
+            if rec.win_rates:
+                out[prefix + "test_win_rate"] = rec.win_rates[-1]
+            if rec.end_env_steps is not None and rec.tests:
+                out[prefix + "final_test_return"] = rec.tests[-1][1]
+                if rec.win_rates:
+                    out[prefix + "final_test_win_rate"] = rec.win_rates[-1]
+            if rec.retests:
+                out[prefix + "retest_return"] = rec.retests[-1][1]
+        return out
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.records]
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        self.records = [
+            TaskRecord(
+                start_env_steps=r["start_env_steps"],
+                tests=[tuple(t) for t in r["tests"]],
+                win_rates=list(r["win_rates"]),
+                retests=[tuple(t) for t in r["retests"]],
+                end_env_steps=r["end_env_steps"],
+            )
+            for r in state
+        ]

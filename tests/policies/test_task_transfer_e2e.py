@@ -1,0 +1,115 @@
+"""Task sequences inside one real RLlib trial: switching, padding, buffer policy, results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qmix_helpers import _train
+
+from knife.policies import QMixConfig
+
+PAYOFF_A = [[1, 0], [0, 0]]  # 2 actions
+PAYOFF_B = [[0, 0, 0], [0, 0, 0], [0, 0, 5]]  # 3 actions: the sequence pads task A to 3
+
+
+def _seq_config(tasks, **training):
+    defaults = dict(
+        mixer="qmix",
+        epsilon_anneal_steps=300,
+        test_interval=100,
+        test_episodes=2,
+        learning_starts=32,
+        batch_size=32,
+    )
+    defaults.update(training)
+    cfg = QMixConfig().tasks(tasks).training(**defaults).debugging(seed=0)
+    cfg.min_sample_timesteps_per_iteration = 100
+    return cfg
+
+
+def _matrix_tasks(buffer_on_switch):
+    return {
+        "buffer_on_switch": buffer_on_switch,
+        "eval_previous": True,
+        "tasks": [
+            {"env": "matrix:custom", "env_config": {"payoff": PAYOFF_A}, "steps": 600},
+            {"env": "matrix:custom", "env_config": {"payoff": PAYOFF_B}, "steps": 600},
+        ],
+    }
+
+
+@pytest.mark.e2e
+def test_matrix_sequence_switches_with_knife_at_the_boundary(ray_local):
+    cfg = _seq_config(_matrix_tasks("flush"))
+    cfg.plasticity(method="knife", metrics_interval=5)
+    algo = cfg.build_algo()
+    try:
+        before = _train(algo, 500)
+        assert before["task_index"] == 0
+        assert before["plasticity/interventions"] == 0
+        assert "plasticity/stagnant_fraction/agent" in before  # logged during training
+        episodes_task0 = algo.counters["episodes"]
+        runner = algo.env_runner_group.local_env_runner
+        # Padded: task A's third action is never available, so never taken.
+        assert algo.replay_buffer._data["avail_actions"][:episodes_task0, :, :, 2].max() == 0
+        after = _train(algo, 1200)
+    finally:
+        algo.stop()
+    # The boundary and the env behaviour changed: task B pays 5 for (2, 2).
+    assert after["task_index"] == 1
+    assert after["task/1/start_env_steps"] == pytest.approx(600, abs=2)
+    env = runner.env
+    env.reset(seed=0)
+    assert env.step(np.array([2, 2]))[1] == 5.0
+    # KNIFE fired at the switch; the buffer was flushed (only task-B episodes remain).
+    assert after["plasticity/interventions"] == 1
+    assert after["plasticity/at_switch/units_changed_total"] >= 0
+    # One-step games: 600 episodes per task; after the flush only task B's remain.
+    assert algo.counters["episodes"] >= 1200 > episodes_task0
+    assert len(algo.replay_buffer) <= 600 + 1
+    # Per-task results: final test, AUC, and the earlier task re-tested (forgetting).
+    assert after["task/0/final_test_return"] == pytest.approx(1.0)
+    assert after["task/1/final_test_return"] == pytest.approx(5.0)
+    assert 0.0 <= after["task/0/auc"] <= 1.0 and after["task/1/auc"] > 0
+    assert "task/0/retest_return" in after
+
+
+@pytest.mark.e2e
+def test_stag_hunt_punishment_sequence_keeps_the_buffer(ray_local):
+    small = {"world_shape": [5, 5], "n_agents": 2, "n_stags": 1, "episode_limit": 25}
+    tasks = {
+        "buffer_on_switch": "keep",
+        "tasks": [
+            {"env": "stag_hunt", "env_config": {**small, "punishment": 0.0}, "steps": 800},
+            {"env": "stag_hunt", "env_config": {**small, "punishment": -1.0}, "steps": 800},
+        ],
+    }
+    cfg = _seq_config(tasks, test_interval=400, test_episodes=4)
+    cfg.env_runners(num_env_runners=1)
+    algo = cfg.build_algo()
+    try:
+        m = _train(algo, 1600)
+        # Every collected episode is still in the buffer (kept across the switch).
+        assert len(algo.replay_buffer) == algo.counters["episodes"]
+        punishments = algo.env_runner_group.foreach_env_runner(
+            lambda r: r.env.env.cfg.punishment, local_env_runner=True
+        )
+    finally:
+        algo.stop()
+    assert m["task_index"] == 1 and set(punishments) == {-1.0}
+    assert m["task/1/start_env_steps"] >= 800
+    assert "task/0/final_test_return" in m and "task/1/final_test_return" in m
+
+
+def test_sequence_that_cannot_share_a_network_is_refused_before_ray():
+    bad = [
+        {"env": "matrix:climbing", "steps": 100},
+        {"env": "stag_hunt", "steps": 100},
+    ]
+    with pytest.raises(ValueError, match="env families"):
+        _seq_config(bad)
+
+
+def test_task_without_steps_is_refused():
+    with pytest.raises(ValueError, match=r"tasks\[0\]\.steps"):
+        _seq_config([{"env": "matrix:climbing"}])

@@ -7,8 +7,14 @@ from knife.envs.matrix import MatrixGame, TwoStepGame
 from knife.envs.padding import PaddedTeamEnv, agent_mask, padded_spec
 from knife.envs.pettingzoo_adapter import PettingZooTeamEnv
 from knife.envs.registry import make, names, register, unregister, validate
+from knife.envs.smacv2 import register_smacv2
+from knife.envs.smax import register_smax
 from knife.envs.stag_hunt import StagHuntConfig, StagHuntEnv
 from knife.envs.tasks import Task, TaskSequence, env_family, preset, presets
+
+# Adapters whose heavy dependencies (jax, StarCraft II) load only when an env is built.
+register_smax()
+register_smacv2()
 
 __all__ = [
     "MatrixGame",

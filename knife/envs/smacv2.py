@@ -27,15 +27,15 @@ StarCraft II crashes
 StarCraft II processes die now and then (lost websocket, hung game). A trial survives that:
 * an exception from the wrapper's step() ends the episode as *lost*: step returns the last
   good observation, reward 0, terminated=False, truncated=True (so learners bootstrap instead
-  of reading it as a defeat) and info['env_crashed']=True; the broken wrapper is closed and
-  the next reset() builds a new one (a fresh StarCraft II). SMACv2 itself catches protocol
-  errors, restarts the game and returns (0, True, {}); that empty info is reported the same
-  way (the wrapper is kept, it has already restarted);
+  of reading it as a defeat), info['env_crashed']=True and info['env_error'] the error; the
+  broken wrapper is closed and the next reset() builds a new one (a fresh StarCraft II).
+  SMACv2 itself catches protocol errors, restarts the game and returns (0, True, {}); that
+  empty info is reported the same way (the wrapper is kept, it has already restarted);
 * an exception from reset() closes the wrapper and retries with a new one, inside reset();
 * failures are counted while they come in a row (an episode that ends normally clears the
   count); the failure after `max_restarts` consecutive ones raises a RuntimeError with the
   last error, so a broken installation fails the trial instead of looping.
-`restarts` counts the wrappers rebuilt; each crash is logged as a warning.
+`restarts` counts the game restarts after failures; each failure is logged as a warning.
 
 Seeding: SMACv2 draws teams and positions from unseeded generators, so episodes do not repeat
 under a seed. A seed given to reset() is passed to StarCraft II (env_args `seed`) when the game
@@ -47,6 +47,7 @@ one.
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 import logging
 import sys

@@ -65,9 +65,12 @@ How it differs from real SMACv2 (read this before comparing numbers)
 
 Speed
 -----
-reset and step (with obs, state and masks) are jitted once per scenario config and shared by
-every env instance in the process; a step makes one jitted call and one jax.device_get of one
-array. See the README for env steps/s from a Python loop.
+reset and step (with obs, state and masks) are jitted once per scenario config (the episode
+limit aside) and shared by every env instance in the process; a step makes one jitted call
+and one jax.device_get of one packed array. Compiling costs about 2 s each for reset and step.
+Measured from a Python loop (protoss_5_vs_5, jax CPU, November 2026, on a 2-core machine
+under heavy load): about 3.4k env steps/s wall, 4.9k per CPU-second; a plain Python loop over
+jaxmarl's own jitted HeuristicEnemySMAX.step managed 2.2k per CPU-second there.
 """
 
 from __future__ import annotations
@@ -142,8 +145,8 @@ class SMAXScenario:
     n_allies: int
     n_enemies: int
     race: str | None = None
-    weights: tuple[float, float, float] = WEIGHTS
-    exception_slots: tuple[bool, bool, bool] = (False, False, False)
+    weights: tuple[float, ...] = WEIGHTS
+    exception_slots: tuple[bool, ...] = (False, False, False)
     smax_slot_types: tuple[str, ...] = ()
     reflect_prob: float = 0.5
     map_size: int = MAP_SIZE
@@ -215,7 +218,7 @@ def parse_scenario(scenario: str, config: Mapping[str, Any] | None = None) -> SM
         n_enemies=race.n_enemies,
         race=race.race,
         weights=weights,
-        exception_slots=exception_slots,  # type: ignore[arg-type]
+        exception_slots=exception_slots,
         smax_slot_types=SMAX_SLOT_TYPES[race.race],
         reflect_prob=START_POSITIONS[start],
         **common,

@@ -387,18 +387,14 @@ def smacv2_race(steps: int | None = None) -> TaskSequence:
 
 
 def smacv2_5v5_to_5v6(steps: int | None = None) -> TaskSequence:
-    """protoss 5 vs 5 -> 5 vs 6. SMACv2 ships no 5_vs_6 scenario (the reference table has
-    none), so the second task is protoss_5_vs_5 with the capability config's n_enemies 6."""
+    """protoss 5 vs 5 -> 5 vs 6. SMACv2 publishes no 5_vs_6 scenario (the reference table has
+    none); `smacv2:protoss_5_vs_6` is the official protoss capability config with n_units 5
+    and n_enemies 6, which the smacv2 adapter builds from the name (knife/envs/smacv2.py)."""
     s = steps or SMACV2_STEPS
     return TaskSequence(
         [
             Task("smacv2:protoss_5_vs_5", {}, s, "protoss_5_vs_5"),
-            Task(
-                "smacv2:protoss_5_vs_5",
-                {"capability_config": {"n_enemies": 6}},
-                s,
-                "protoss_5_vs_6",
-            ),
+            Task("smacv2:protoss_5_vs_6", {}, s, "protoss_5_vs_6"),
         ],
         name="smacv2_5v5_to_5v6",
     )

@@ -1,4 +1,4 @@
-"""The `knife` command line (DESIGN 10). Subcommands: train (more come: sweep, ui, report).
+"""The `knife` command line (DESIGN 10). Subcommands: train, sweep, ui, report.
 
 Imports stay light at module level (no ray, no mlflow): `knife train bad.yaml` must answer
 in about a second, and a config error must never start Ray.
@@ -77,6 +77,150 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_store_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="runs folder (default: $KNIFE_RUNS_DIR or ./runs)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+        "sqlite:///<runs-dir>/mlflow.db)",
+    )
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a Ray Tune sweep (methods x seeds x sequences x params) with MLflow logging",
+        description="Run the grid of a sweep file with Ray Tune: one MLflow run per trial in "
+        "the experiment named by the file; retries failed trials, keeps checkpoints, "
+        "--resume continues an interrupted sweep.",
+    )
+    p.add_argument("file", metavar="FILE", help="sweep YAML, e.g. tune_configs/quickstart.yaml")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a sweep-file value by dotted path, e.g. --set tune.max_concurrent_trials=1"
+        " (repeatable; the value is parsed as YAML)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (default: $RAY_ADDRESS, else embedded Ray sized to this machine)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded trial list and exit")
+    _add_store_flags(p)
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of embedded Ray (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no Tune progress table")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from knife.platform.sweep_config import describe, load_sweep_file
+
+    sweep = load_sweep_file(args.file, args.overrides)  # ConfigError -> exit 2, no Ray
+    if args.dry_run:
+        print(describe(sweep))
+        return 0
+    from knife.platform.sweep import format_outcomes, run_sweep
+
+    outcomes = run_sweep(
+        sweep,
+        args.runs_dir or default_runs_dir(),
+        tracking_uri=args.tracking_uri,
+        address=args.address,
+        resume=args.resume,
+        verbose=0 if args.quiet else 1,
+        num_cpus=args.num_cpus,
+    )
+    print(format_outcomes(outcomes, sweep.experiment), flush=True)
+    return 0 if all(o.status == "TERMINATED" for o in outcomes) else 1
+
+
+def _add_ui(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ui",
+        help="serve the MLflow UI on 127.0.0.1 over the runs' store",
+        description="Start `mlflow server` on 127.0.0.1 against the same store that "
+        "`knife train` and `knife sweep` write, and print how to compare runs.",
+    )
+    p.add_argument("--port", type=int, default=5000, help="port (default: 5000)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind (default: 127.0.0.1; anything else is reachable from "
+        "other machines, without authentication)",
+    )
+    p.add_argument("--experiment", default=None, help="print the link to this experiment only")
+    _add_store_flags(p)
+    p.set_defaults(func=_cmd_ui)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from knife.platform.tracking import resolve_tracking_uri
+    from knife.platform.ui import serve
+
+    uri = resolve_tracking_uri(args.runs_dir or default_runs_dir(), args.tracking_uri)
+    return serve(uri, host=args.host, port=args.port, experiment=args.experiment)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="aggregate a sweep's runs across seeds: IQM + 95%% bootstrap CIs, tables, plots",
+        description="Read the finished MLflow runs of EXPERIMENT and write, per task and "
+        "method, the interquartile mean and 95%% stratified bootstrap interval of the final "
+        "test return (and win rate) and of the area under the test curve, as report.md, "
+        "summary.csv and PNG plots; log them to MLflow as a report run.",
+    )
+    p.add_argument("experiment", metavar="EXPERIMENT", help="MLflow experiment (= sweep name)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: <runs-dir>/reports/EXPERIMENT)",
+    )
+    _add_store_flags(p)
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default: 0)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log a report run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from knife.platform.report import build_report
+    from knife.platform.tracking import resolve_tracking_uri
+
+    if args.reps < 100:
+        raise ConfigError(f"--reps: must be at least 100, got {args.reps}")
+    runs_dir = args.runs_dir or default_runs_dir()
+    uri = resolve_tracking_uri(runs_dir, args.tracking_uri)
+    out = args.out or Path(runs_dir) / "reports" / args.experiment
+    result = build_report(
+        args.experiment,
+        uri,
+        out,
+        reps=args.reps,
+        seed=args.seed,
+        log_to_mlflow=not args.no_mlflow,
+        progress=not args.no_progress,
+    )
+    print((result.out_dir / "report.md").read_text())
+    print(f"wrote {len(result.files)} files to {result.out_dir}")
+    if result.mlflow_run_id:
+        print(f"logged as MLflow run {result.mlflow_run_id} in experiment {args.experiment!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="knife",
@@ -84,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_train(sub)
+    _add_sweep(sub)
+    _add_ui(sub)
+    _add_report(sub)
     return parser
 
 

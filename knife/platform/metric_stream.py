@@ -60,8 +60,7 @@ class MetricStream:
         just_ended = {
             int(m.group(1))
             for k in values
-            if (m := re.match(r"^task/(\d+)/final_test_return$", k))
-            and k not in self.logged_state
+            if (m := re.match(r"^task/(\d+)/final_test_return$", k)) and k not in self.logged_state
         }
 
         now: dict[str, float] = {}

@@ -54,6 +54,7 @@ def start_ray(
             address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
+            dashboard_host="127.0.0.1",  # Ray's (minimal) dashboard process: loopback only
             log_to_driver=log_to_driver,
         )
     return True

@@ -508,3 +508,31 @@ def describe(sweep: SweepConfig) -> str:
     for axis in sweep.choice_axes:
         lines.append(f"  + {axis.target} drawn per trial from {list(axis.values)!r}")
     return "\n".join(lines)
+
+
+def apply_sweep_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of a sweep file's mapping with each `a.b.c=value` (value parsed as YAML)."""
+    import yaml
+
+    out = copy.deepcopy(dict(raw))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. tune.num_samples=2")
+        path, text = item.split("=", 1)
+        path = path.strip()
+        if not path or not all(path.split(".")):
+            raise ConfigError(f"--set {path!r}: empty key in dotted path")
+        if path.split(".")[0] not in SWEEP_KEYS:
+            raise _unknown("--set", path.split(".")[0], SWEEP_KEYS)
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {path}: value {text!r} is not valid YAML: {exc}") from None
+        set_dotted(out, path, value)
+    return out
+
+
+def load_sweep_file(path: str | Path, overrides: Iterable[str] = ()) -> SweepConfig:
+    """Read a sweep YAML file, apply `--set` overrides, validate."""
+    raw = apply_sweep_overrides(load_yaml(path), overrides)
+    return parse_sweep_config(raw, source=str(Path(path).resolve()))

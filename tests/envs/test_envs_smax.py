@@ -117,6 +117,7 @@ def test_register_is_idempotent_and_lists_scenarios():
 
 @needs_jaxmarl
 def test_scenario_and_unit_tables_match_jaxmarl():
+    importlib.import_module("knife.envs._smax_core")  # imports jaxmarl with streams intact
     from jaxmarl.environments.smax import SMAX
     from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
 

@@ -223,7 +223,7 @@ def test_presets_build_no_env_until_spec(monkeypatch):
         "smacv2:zerg_5_vs_5",
     ]
     five_six = seqs["smacv2_5v5_to_5v6"].tasks
-    assert five_six[1].env_config == {"capability_config": {"n_enemies": 6}}
+    assert [t.env for t in five_six] == ["smacv2:protoss_5_vs_5", "smacv2:protoss_5_vs_6"]
     assert [t.env_config["punishment"] for t in seqs["stag_hunt_punishment"].tasks] == [
         0.0,
         -0.5,

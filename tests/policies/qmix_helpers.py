@@ -7,7 +7,8 @@ from knife.policies import QMixConfig, result_metrics
 SMALL_STAG_HUNT = {"world_shape": [5, 5], "n_agents": 2, "n_stags": 1, "episode_limit": 25}
 
 
-def _config(env, env_config=None, mixer="qmix", runners=0, **training):
+def _config(env=None, env_config=None, mixer="qmix", runners=0, tasks=None, **training):
+    """A small QMixConfig: one env, or a task sequence (`tasks`)."""
     defaults = dict(
         lr=1e-3,
         batch_size=32,
@@ -18,14 +19,16 @@ def _config(env, env_config=None, mixer="qmix", runners=0, **training):
         test_episodes=16,
     )
     defaults.update(training)
+    cfg = QMixConfig()
+    if tasks is None:
+        cfg.environment(env=env, env_config=env_config or {})
     cfg = (
-        QMixConfig()
-        .environment(env=env, env_config=env_config or {})
+        cfg.tasks(tasks)
         .training(mixer=mixer, **defaults)
         .env_runners(num_env_runners=runners)
         .debugging(seed=0)
     )
-    cfg.min_sample_timesteps_per_iteration = 1000
+    cfg.min_sample_timesteps_per_iteration = min(1000, defaults["test_interval"])
     return cfg
 
 

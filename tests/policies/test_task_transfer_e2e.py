@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from qmix_helpers import _train
-
-from knife.policies import QMixConfig
+from qmix_helpers import _config, _train
 
 PAYOFF_A = [[1, 0], [0, 0]]  # 2 actions
 PAYOFF_B = [[0, 0, 0], [0, 0, 0], [0, 0, 5]]  # 3 actions: the sequence pads task A to 3
 
 
 def _seq_config(tasks, **training):
-    defaults = dict(
-        mixer="qmix",
-        epsilon_anneal_steps=300,
-        test_interval=100,
-        test_episodes=2,
-        learning_starts=32,
-        batch_size=32,
-    )
-    defaults.update(training)
-    cfg = QMixConfig().tasks(tasks).training(**defaults).debugging(seed=0)
-    cfg.min_sample_timesteps_per_iteration = 100
-    return cfg
+    defaults = dict(epsilon_anneal_steps=300, test_interval=100, test_episodes=2)
+    return _config(tasks=tasks, **{**defaults, **training})
 
 
 def _matrix_tasks(buffer_on_switch):

@@ -1,0 +1,157 @@
+"""Metric histories from MLflow and the plots built from them (trial artifacts, report).
+
+Histories are read back from the store rather than kept in memory, so a trial restored
+from a checkpoint (or the report, days later) plots everything that was logged. A restored
+trial may log a step a second time; `history()` keeps the latest write of each step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from knife.platform.tracking import _retry
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+NETWORKS = ("agent", "mixer")
+STAGNANT_KEY = "plasticity/stagnant_fraction/{network}"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A line over env steps, with an optional interval band."""
+
+    steps: np.ndarray
+    center: np.ndarray
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one metric, sorted by step, one value per step (the latest)."""
+    points = _retry(client.get_metric_history, run_id, key)
+    by_step: dict[int, tuple[int, float]] = {}
+    for m in points:
+        seen = by_step.get(m.step)
+        if seen is None or m.timestamp >= seen[0]:
+            by_step[m.step] = (m.timestamp, m.value)
+    steps = np.array(sorted(by_step), dtype=np.float64)
+    values = np.array([by_step[int(s)][1] for s in steps], dtype=np.float64)
+    return steps, values
+
+
+def task_boundaries(metrics: Mapping[str, float]) -> list[tuple[int, float]]:
+    """[(task index, start env step), ...] from the `task/<i>/start_env_steps` metrics."""
+    out = []
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "task" and parts[2] == "start_env_steps":
+            if parts[1].isdigit():
+                out.append((int(parts[1]), float(value)))
+    return sorted(out)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on a Ray worker or in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _draw(
+    ax: Any,
+    curves: Mapping[str, Curve | Sequence[Curve]],
+    boundaries: Sequence[tuple[int, float]],
+    names: Mapping[int, str] | None = None,
+) -> None:
+    """Each label is one line, or several segments (one per task) in one colour."""
+    for label, value in curves.items():
+        segments = [value] if isinstance(value, Curve) else list(value)
+        color = None
+        for curve in segments:
+            if len(curve.steps) == 0:
+                continue
+            (line,) = ax.plot(
+                curve.steps,
+                curve.center,
+                label=label if color is None else None,
+                color=color,
+                linewidth=1.6,
+                marker="." if len(curve.steps) < 30 else None,
+            )
+            color = line.get_color()
+            if curve.low is not None and curve.high is not None:
+                ax.fill_between(curve.steps, curve.low, curve.high, alpha=0.2, color=color)
+    for index, step in boundaries:
+        if index > 0:  # the first task's start is the plot's left edge: name it, no line
+            ax.axvline(step, color="0.4", linestyle="--", linewidth=0.9)
+        text = (names or {}).get(index, f"task {index}")
+        ax.annotate(
+            text,
+            xy=(step if index > 0 else 0.0, 1.0),
+            xycoords=("data" if index > 0 else "axes fraction", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="0.3",
+        )
+    ax.set_xlabel("env steps")
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8, loc="best")
+
+
+def learning_curve_plot(
+    curves: Mapping[str, Curve | Sequence[Curve]],
+    boundaries: Sequence[tuple[int, float]],
+    path: str | Path,
+    *,
+    title: str,
+    ylabel: str = "greedy test return",
+    names: Mapping[int, str] | None = None,
+) -> Path:
+    """Lines (with bands where given) over env steps; dashed lines at task switches."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    _draw(ax, curves, boundaries, names)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def stagnant_plot(
+    panels: Mapping[str, Mapping[str, Curve | Sequence[Curve]]],
+    boundaries: Sequence[tuple[int, float]],
+    path: str | Path,
+    *,
+    title: str,
+    names: Mapping[int, str] | None = None,
+) -> Path:
+    """One panel per network (agent, mixer): stagnant fraction over env steps."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(11, 3.8), squeeze=False)
+    for ax, (network, curves) in zip(axes[0], panels.items(), strict=False):
+        _draw(ax, curves, boundaries, names)
+        ax.set_title(f"{network}", fontsize=10)
+        ax.set_ylabel("stagnant fraction")
+        ax.set_ylim(-0.02, 1.02)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

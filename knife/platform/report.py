@@ -1,0 +1,445 @@
+"""`knife report EXPERIMENT`: aggregate a sweep's MLflow runs across seeds (DESIGN 10).
+
+Per sequence, task and method: the interquartile mean and 95% stratified-bootstrap interval
+(knife.platform.stats) of the final greedy test return, of the area under the test curve
+and, where the env has a win, of the final test win rate; plus an `all` row per method over
+the sequence's tasks (runs resampled within each task). Written as report.md and
+summary.csv with PNG plots (learning curves with task boundaries and intervals, stagnant
+fraction over time per network), and logged to MLflow as a report run in the same
+experiment.
+
+Where the numbers come from, per run (the latest value of each metric):
+* a task of a sequence: `task/<i>/final_test_return`, `task/<i>/auc`,
+  `task/<i>/final_test_win_rate` (the Algorithm's own per-task results);
+* a single-env run: the last `test_return` / `test_win_rate`, and the area under its logged
+  test curve divided by its span (the same definition as the per-task AUC).
+A run without a value for a cell (stopped before that task ended) is left out of that cell;
+the `seeds` column says how many runs each number rests on.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from knife.platform.config import ConfigError
+from knife.platform.mlflow_plots import (
+    NETWORKS,
+    STAGNANT_KEY,
+    Curve,
+    history,
+    learning_curve_plot,
+    stagnant_plot,
+    task_boundaries,
+)
+from knife.platform.stats import REPS, Estimate, curve_bands, stratified_bootstrap
+from knife.platform.tracking import _retry, redact_uri
+from knife.platform.trial_runner import KIND_TAG
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+SCORES = ("final_return", "auc", "final_win_rate")
+CSV_COLUMNS = (
+    "sequence",
+    "task",
+    "task_name",
+    "method",
+    "seeds",
+    *(f"{s}_{part}" for s in SCORES for part in ("iqm", "ci_low", "ci_high")),
+)
+CURVE_POINTS = 100  # stagnant-fraction curves are resampled onto this many env steps
+
+
+@dataclass
+class TaskScores:
+    name: str
+    final_return: float | None = None
+    auc: float | None = None
+    final_win_rate: float | None = None
+
+
+@dataclass
+class RunData:
+    run_id: str
+    method: str
+    seed: str
+    sequence: str
+    tasks: dict[int, TaskScores] = field(default_factory=dict)
+    boundaries: list[tuple[int, float]] = field(default_factory=list)
+    test_curves: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    stagnant: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    files: list[Path]
+    runs: int
+    mlflow_run_id: str | None
+
+
+def _value(metrics: Mapping[str, float], key: str) -> float | None:
+    value = metrics.get(key)
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def _auc(steps: np.ndarray, values: np.ndarray) -> float | None:
+    """Mean height of the test curve (as the per-task AUC of knife.policies.task_progress)."""
+    if len(values) == 0:
+        return None
+    if len(values) == 1 or steps[-1] == steps[0]:
+        return float(values.mean())
+    return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
+
+
+def _task_indices(metrics: Mapping[str, float], tags: Mapping[str, str]) -> list[int]:
+    found = set()
+    for key in (*metrics, *tags):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "task" and parts[1].isdigit():
+            found.add(int(parts[1]))
+    return sorted(found)
+
+
+def load_run(client: MlflowClient, run: Any) -> RunData:
+    """The scores and curves of one finished run."""
+    tags, metrics = run.data.tags, run.data.metrics
+    data = RunData(
+        run_id=run.info.run_id,
+        method=tags.get("method", "none"),
+        seed=tags.get("seed", "?"),
+        sequence=tags.get("sequence", "none"),
+    )
+    indices = _task_indices(metrics, tags)
+    if not indices:  # one env, no task sequence
+        steps, values = history(client, run.info.run_id, "test_return")
+        data.tasks[0] = TaskScores(
+            name=tags.get("task/0/name") or tags.get("env", "task 0"),
+            final_return=_value(metrics, "test_return"),
+            auc=_auc(steps, values),
+            final_win_rate=_value(metrics, "test_win_rate"),
+        )
+        data.test_curves[0] = (steps, values)
+    else:
+        for i in indices:
+            prefix = f"task/{i}/"
+            data.tasks[i] = TaskScores(
+                name=tags.get(prefix + "name", f"task {i}"),
+                final_return=_value(metrics, prefix + "final_test_return"),
+                auc=_value(metrics, prefix + "auc"),
+                final_win_rate=_value(metrics, prefix + "final_test_win_rate"),
+            )
+            data.test_curves[i] = history(client, run.info.run_id, prefix + "test_return")
+        data.boundaries = task_boundaries(metrics)
+    for network in NETWORKS:
+        steps, values = history(client, run.info.run_id, STAGNANT_KEY.format(network=network))
+        if len(steps):
+            data.stagnant[network] = (steps, values)
+    return data
+
+
+def finished_runs(client: MlflowClient, experiment: str) -> tuple[str, list[Any]]:
+    """(experiment id, its FINISHED runs that are not reports)."""
+    exp = _retry(client.get_experiment_by_name, experiment)
+    if exp is None:
+        names = [e.name for e in _retry(client.search_experiments)]
+        raise ConfigError(
+            f"experiment {experiment!r} not found; experiments in this store: "
+            f"{', '.join(sorted(names)) or '(none)'}"
+        )
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = _retry(
+            client.search_runs,
+            [exp.experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+            max_results=1000,
+            page_token=token,
+        )
+        runs.extend(r for r in page if r.data.tags.get(KIND_TAG) != "report")
+        token = page.token
+        if not token:
+            break
+    if not runs:
+        raise ConfigError(f"experiment {experiment!r} has no finished runs to report on")
+    return exp.experiment_id, runs
+
+
+# ---------------------------------------------------------------------------------------
+# Aggregation
+
+
+def _estimate(values: Iterable[float | None], reps: int, seed: int) -> Estimate | None:
+    kept = [v for v in values if v is not None]
+    if not kept:
+        return None
+    return stratified_bootstrap(np.array(kept), reps=reps, seed=seed)
+
+
+def aggregate(runs: list[RunData], reps: int = REPS, seed: int = 0) -> list[dict[str, Any]]:
+    """One row per (sequence, task, method), then an `all` row per (sequence, method)."""
+    groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
+    for run in runs:
+        groups[(run.sequence, run.method)].append(run)
+    rows = []
+    for (sequence, method), members in sorted(groups.items()):
+        indices = sorted({i for r in members for i in r.tasks})
+        for i in indices:
+            cell = [r.tasks[i] for r in members if i in r.tasks]
+            row: dict[str, Any] = {
+                "sequence": sequence,
+                "task": str(i),
+                "task_name": cell[0].name,
+                "method": method,
+            }
+            seeds = 0
+            for score in SCORES:
+                est = _estimate((getattr(t, score) for t in cell), reps, seed)
+                _put(row, score, est)
+                if score == "final_return" and est is not None:
+                    seeds = est.n
+            row["seeds"] = seeds
+            rows.append(row)
+        if len(indices) > 1:
+            rows.append(_all_tasks_row(sequence, method, members, indices, reps, seed))
+    # Per sequence: task 0 (every method), task 1, ..., then `all`.
+    return sorted(
+        rows,
+        key=lambda r: (
+            r["sequence"],
+            r["task"] == "all",
+            int(r["task"]) if r["task"] != "all" else 0,
+            r["method"],
+        ),
+    )
+
+
+def _all_tasks_row(
+    sequence: str, method: str, members: list[RunData], indices: list[int], reps: int, seed: int
+) -> dict[str, Any]:
+    """Over all tasks: runs with a value for every task, resampled within each task."""
+    row: dict[str, Any] = {"sequence": sequence, "task": "all", "task_name": "all tasks"}
+    row["method"] = method
+    row["seeds"] = 0
+    for score in SCORES:
+        matrix = [
+            [getattr(r.tasks[i], score) for i in indices]
+            for r in members
+            if all(i in r.tasks and getattr(r.tasks[i], score) is not None for i in indices)
+        ]
+        est = None
+        if matrix:
+            est = stratified_bootstrap(np.array(matrix), reps=reps, seed=seed)
+            if score == "final_return":
+                row["seeds"] = est.n
+        _put(row, score, est)
+    return row
+
+
+def _put(row: dict[str, Any], score: str, est: Estimate | None) -> None:
+    for part in ("iqm", "ci_low", "ci_high"):
+        row[f"{score}_{part}"] = None
+    if est is not None:
+        row[f"{score}_iqm"] = est.value
+        row[f"{score}_ci_low"] = est.low
+        row[f"{score}_ci_high"] = est.high
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+    return path
+
+
+def _cell(row: Mapping[str, Any], score: str) -> str:
+    value = row.get(f"{score}_iqm")
+    if value is None:
+        return "-"
+    return f"{value:.3f} [{row[f'{score}_ci_low']:.3f}, {row[f'{score}_ci_high']:.3f}]"
+
+
+def write_markdown(
+    rows: list[dict[str, Any]], path: Path, experiment: str, n_runs: int, plots: list[Path]
+) -> Path:
+    has_win = any(r.get("final_win_rate_iqm") is not None for r in rows)
+    head = ["task", "method", "seeds", "final test return", "AUC (mean test return)"]
+    if has_win:
+        head.append("final win rate")
+    lines = [
+        f"# Report: {experiment}",
+        "",
+        f"{n_runs} finished runs. Each cell: interquartile mean across seeds "
+        "[95% stratified bootstrap interval]. `all`: over the sequence's tasks "
+        "(raw returns, not normalized), runs resampled within each task.",
+    ]
+    for sequence in sorted({r["sequence"] for r in rows}):
+        lines += ["", f"## Sequence `{sequence}`", ""]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for r in (r for r in rows if r["sequence"] == sequence):
+            task = "all" if r["task"] == "all" else f"{r['task']}: {r['task_name']}"
+            cells = [task, r["method"], str(r["seeds"]), _cell(r, "final_return"), _cell(r, "auc")]
+            if has_win:
+                cells.append(_cell(r, "final_win_rate"))
+            lines.append("| " + " | ".join(cells) + " |")
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in plots]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _segments(members: list[RunData], index: int, reps: int, seed: int) -> tuple[Curve | None, int]:
+    """IQM test curve (with interval) of one task across runs, on the union of test steps."""
+    curves = [r.test_curves[index] for r in members if len(r.test_curves.get(index, ((),))[0])]
+    if not curves:
+        return None, 0
+    grid = np.unique(np.concatenate([s for s, _ in curves]))
+    lo, hi = max(s[0] for s, _ in curves), min(s[-1] for s, _ in curves)
+    grid = grid[(grid >= lo) & (grid <= hi)] if lo <= hi else grid
+    values = np.stack([np.interp(grid, s, v) for s, v in curves])
+    center, low, high = curve_bands(values, reps=min(reps, 500), seed=seed)
+    return Curve(grid, center, low, high), len(curves)
+
+
+def write_plots(runs: list[RunData], out: Path, reps: int, seed: int) -> list[Path]:
+    by_sequence: dict[str, dict[str, list[RunData]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        by_sequence[run.sequence][run.method].append(run)
+    files = []
+    for sequence, methods in sorted(by_sequence.items()):
+        some = next(iter(methods.values()))
+        names = {i: t.name for r in some for i, t in r.tasks.items()}
+        starts: dict[int, list[float]] = defaultdict(list)
+        for members in methods.values():
+            for r in members:
+                for i, step in r.boundaries:
+                    starts[i].append(step)
+        bounds = sorted((i, float(np.median(v))) for i, v in starts.items())
+        curves: dict[str, list[Curve]] = {}
+        for method, members in sorted(methods.items()):
+            segs = []
+            n = 0
+            for i in sorted({i for r in members for i in r.tasks}):
+                curve, n_i = _segments(members, i, reps, seed)
+                if curve is not None:
+                    segs.append(curve)
+                    n = max(n, n_i)
+            curves[f"{method} (n={n})"] = segs
+        files.append(
+            learning_curve_plot(
+                curves,
+                bounds,
+                out / f"learning_curves_{sequence}.png",
+                title=f"{sequence}: greedy test return, IQM across seeds with 95% bootstrap CI",
+                names=names,
+            )
+        )
+        panels: dict[str, dict[str, Curve]] = {}
+        for network in NETWORKS:
+            panels[network] = {}
+            for method, members in sorted(methods.items()):
+                series = [r.stagnant[network] for r in members if network in r.stagnant]
+                if not series:
+                    continue
+                end = min(s[-1] for s, _ in series)
+                start = max(s[0] for s, _ in series)
+                grid = np.linspace(start, end, CURVE_POINTS) if end > start else series[0][0]
+                values = np.stack([np.interp(grid, s, v) for s, v in series])
+                center, low, high = curve_bands(values, reps=min(reps, 200), seed=seed)
+                panels[network][method] = Curve(grid, center, low, high)
+        files.append(
+            stagnant_plot(
+                panels,
+                bounds,
+                out / f"stagnant_fraction_{sequence}.png",
+                title=f"{sequence}: stagnant fraction, IQM across seeds with 95% bootstrap CI",
+                names=names,
+            )
+        )
+    return files
+
+
+def _log_report(
+    client: MlflowClient, experiment_id: str, files: list[Path], rows: list[dict[str, Any]]
+) -> str:
+    from mlflow.entities import Metric, RunTag
+
+    run = _retry(
+        client.create_run,
+        experiment_id,
+        run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}",
+        tags={KIND_TAG: "report"},
+    )
+    run_id = run.info.run_id
+    now = int(time.time() * 1000)
+    metrics = []
+    for r in rows:
+        if r["final_return_iqm"] is None:
+            continue
+        key = f"final_return_iqm/{r['sequence']}/task_{r['task']}/{r['method']}"
+        metrics.append(Metric(key, float(r["final_return_iqm"]), now, 0))
+    for i in range(0, len(metrics), 1000):
+        _retry(client.log_batch, run_id, metrics=metrics[i : i + 1000])
+    _retry(client.log_batch, run_id, tags=[RunTag("rows", str(len(rows)))])
+    for path in files:
+        folder = "plots" if path.suffix == ".png" else None
+        _retry(client.log_artifact, run_id, str(path), folder)
+    _retry(client.set_terminated, run_id, status="FINISHED")
+    return run_id
+
+
+def build_report(
+    experiment: str,
+    tracking_uri: str,
+    out_dir: str | Path,
+    *,
+    reps: int = REPS,
+    seed: int = 0,
+    log_to_mlflow: bool = True,
+    progress: bool = True,
+) -> ReportResult:
+    """Read the experiment's finished runs, write tables and plots, log a report run."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        experiment_id, raw_runs = finished_runs(client, experiment)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (store: {redact_uri(tracking_uri)})") from None
+    iterator: Iterable[Any] = raw_runs
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(raw_runs, desc=f"reading {experiment}", unit="run")
+    runs = [load_run(client, r) for r in iterator]
+    rows = aggregate(runs, reps=reps, seed=seed)
+
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    plots = write_plots(runs, out, reps, seed)
+    files = [write_csv(rows, out / "summary.csv")]
+    files.append(write_markdown(rows, out / "report.md", experiment, len(runs), plots))
+    files += plots
+    run_id = _log_report(client, experiment_id, files, rows) if log_to_mlflow else None
+    return ReportResult(out, rows, files, len(runs), run_id)

@@ -1,0 +1,384 @@
+"""`knife sweep`: a validated sweep file -> `ray.tune.Tuner` over `sweep_trial` (DESIGN 10).
+
+Order matters: validate (no Ray) -> check a cluster address is reachable -> refuse to
+overwrite a sweep / find the one to resume -> start Ray -> prepare the MLflow store (tables,
+experiment, WAL journal) from this single process -> Tune. A bad file or address fails
+before anything is written.
+
+Layout: <runs_dir>/<sweep name>/ is Tune's experiment folder (trial folders with their
+checkpoints, Tune's state for `--resume`), plus sweep.yaml (the file as run) and
+sweep_summary.json; the MLflow store is <runs_dir>/mlflow.db unless a URI is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import sys
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from ray.tune import Callback
+
+from knife.platform.config import ConfigError, parse_trial_config
+from knife.platform.sweep_config import SweepConfig, build_trial_config
+from knife.platform.tracking import _retry, _store_init_lock, resolve_tracking_uri, sqlite_path
+from knife.platform.trial_runner import KIND_TAG, META, sweep_trial, trial_dict
+
+SUMMARY_FILE = "sweep_summary.json"
+SWEEP_FILE = "sweep.yaml"
+ADDRESS_TIMEOUT_S = 5.0
+
+
+@dataclass
+class TrialOutcome:
+    label: str
+    trial_id: str
+    status: str  # TERMINATED | ERROR
+    env_steps: float | None
+    test_return: float | None
+    mlflow_run_id: str | None
+    error: str | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# Checks before anything is written
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Credentials belong in MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN, not in the URI:
+    the URI travels in Tune's trial configs and would land in its state files."""
+    parsed = urlparse(uri)
+    if parsed.username is not None or parsed.password is not None:
+        raise ConfigError(
+            "--tracking-uri: has a user name or password in it; set MLFLOW_TRACKING_USERNAME"
+            " / MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead"
+        )
+
+
+def check_address(address: str | None) -> None:
+    """Fail fast (seconds, not Ray's minute of retries) when a cluster is not reachable."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None or address in ("local", "auto"):
+        return
+    text = address
+    default_port = 6379
+    for scheme, port in (("ray://", 10001), ("http://", 8265), ("https://", 443)):
+        if text.startswith(scheme):
+            text, default_port = text[len(scheme) :], port
+    host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise ConfigError(
+            f"--address {address!r}: expected HOST:PORT, e.g. 10.0.0.5:6379"
+        ) from None
+    try:
+        with socket.create_connection((host, port), timeout=ADDRESS_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"--address {address}: no Ray cluster reachable at {host}:{port} ({reason}); "
+            "start one with `ray start --head` or leave --address out for embedded Ray"
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------
+# The MLflow store
+
+
+def prepare_store(tracking_uri: str, experiment: str) -> str:
+    """Create the store's tables and the experiment from this one process, so trials that
+    start together do not race for them; switch SQLite to WAL so the UI's reads and several
+    trials' writes wait on each other less. Returns the experiment id."""
+    from mlflow import MlflowClient
+
+    from knife.platform.tracking import TrialLogger
+
+    with _store_init_lock(tracking_uri):
+        helper = TrialLogger(tracking_uri, experiment)
+        helper._client = MlflowClient(tracking_uri=tracking_uri)
+        experiment_id = helper._experiment_id()
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        try:
+            with sqlite3.connect(str(db).split("?", 1)[0], timeout=10) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
+        except sqlite3.Error:
+            pass  # e.g. a reader holds it right now: the lock retries still cover us
+    return experiment_id
+
+
+# ---------------------------------------------------------------------------------------
+# Tune pieces (module-level: Tune pickles them into its experiment state for --resume)
+
+
+def trial_label(trial: Any) -> str:
+    return f"{trial.config['variant']['label']}_{trial.trial_id.rsplit('_', 1)[-1]}"
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"{trial.config['variant']['label']}_{trial.trial_id}"
+
+
+def trial_resources(config: Mapping[str, Any]) -> Any:
+    """What the trial's algorithm asks for (1 CPU with no remote EnvRunners/Learners), or
+    tune.resources_per_trial for the trial's own bundle."""
+    from ray.tune import PlacementGroupFactory
+
+    from knife.platform.algorithm_factory import algorithm_config
+    from knife.policies import QMix
+
+    cfg = parse_trial_config(trial_dict(config))
+    request = QMix.default_resource_request(algorithm_config(cfg))
+    bundles = [dict(b) for b in request.bundles]
+    override = config[META].get("resources_per_trial")
+    if override:
+        bundles[0] = {**bundles[0], "CPU": float(override.get("cpu", bundles[0].get("CPU", 1)))}
+        if override.get("gpu"):
+            bundles[0]["GPU"] = float(override["gpu"])
+    return PlacementGroupFactory(bundles, strategy=request.strategy)
+
+
+class CloseStrandedRuns(Callback):
+    """A trial that Tune ends from outside (a scheduler's early stop, a final error after its
+    retries) cannot end its own MLflow run: the driver does, once nobody else writes to it."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+
+    def _close(self, trial: Any, status: str) -> None:
+        run_id = (trial.last_result or {}).get("mlflow_run_id")
+        if not run_id:
+            return
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        try:
+            if _retry(client.get_run, run_id).info.status == "RUNNING":
+                _retry(client.set_terminated, run_id, status=status)
+        except Exception as exc:  # a report, not a reason to fail the sweep
+            print(f"warning: could not close MLflow run {run_id}: {exc}", file=sys.stderr)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._close(trial, "FAILED")
+
+
+def param_space(sweep: SweepConfig, tracking_uri: str, sweep_id: str) -> dict[str, Any]:
+    from ray import tune
+
+    t = sweep.tune
+    variants = [{"label": s.label, "overrides": s.overrides} for s in sweep.trials()]
+    for v in variants:  # choice axes are drawn below, not fixed by the grid point
+        for axis in sweep.choice_axes:
+            v["overrides"].pop(axis.target, None)
+    return {
+        META: {
+            "sweep": sweep.name,
+            "sweep_id": sweep_id,
+            "experiment": sweep.experiment,
+            "tracking_uri": tracking_uri,
+            "plugins": list(sweep.plugins),
+            "checkpoint_every": t.checkpoint_every,
+            "stop": dict(t.stop),
+            "resources_per_trial": t.resources_per_trial,
+        },
+        "base": sweep.base,
+        "variant": tune.grid_search(variants),
+        "sampled": {a.target: tune.choice(list(a.values)) for a in sweep.choice_axes},
+    }
+
+
+PROGRESS_COLUMNS = {
+    "env_steps": "env steps",
+    "task_index": "task",
+    "train_return": "train return",
+    "test_return": "test return",
+    "env_steps_per_s": "steps/s",
+}
+
+
+def progress_reporter(metric: str) -> Any:
+    """A trial table with the columns a researcher watches, instead of Tune's full dump of
+    every result (hundreds of keys) and every trial's config."""
+    from ray.tune import CLIReporter
+
+    columns = dict(PROGRESS_COLUMNS)
+    columns.setdefault(metric, metric)
+    return CLIReporter(
+        metric_columns=columns,
+        parameter_columns={"variant/label": "grid point"},
+        max_report_frequency=15,
+        max_column_length=30,
+    )
+
+
+def _scheduler(sweep: SweepConfig) -> Any:
+    if sweep.tune.scheduler == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    budgets = [parse_trial_config(s.config).steps for s in sweep.trials()]
+    max_t = max(budgets)
+    # Compare trials by env steps, not iterations (iterations differ in length).
+    return ASHAScheduler(time_attr="env_steps", max_t=max_t, grace_period=max(1, max_t // 8))
+
+
+def _new_tuner(sweep: SweepConfig, exp_path: Path, tracking_uri: str, verbose: int) -> Any:
+    from ray import tune
+
+    t = sweep.tune
+    return tune.Tuner(
+        tune.with_resources(sweep_trial, trial_resources),
+        param_space=param_space(sweep, tracking_uri, uuid.uuid4().hex[:12]),
+        tune_config=tune.TuneConfig(
+            metric=t.metric,
+            mode=t.mode,
+            scheduler=_scheduler(sweep),
+            num_samples=t.num_samples,
+            max_concurrent_trials=t.max_concurrent_trials,
+            trial_name_creator=trial_label,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=exp_path.name,
+            storage_path=str(exp_path.parent),
+            failure_config=tune.FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            callbacks=[CloseStrandedRuns(tracking_uri)],
+            progress_reporter=progress_reporter(t.metric),
+            verbose=verbose,
+        ),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# The command
+
+
+def experiment_path(runs_dir: str | Path, sweep: SweepConfig) -> Path:
+    return Path(runs_dir).expanduser().resolve() / sweep.name
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    runs_dir: str | Path,
+    *,
+    tracking_uri: str | None = None,
+    address: str | None = None,
+    resume: bool = False,
+    verbose: int = 1,
+    num_cpus: int | None = None,
+) -> list[TrialOutcome]:
+    """Run (or resume) a sweep to the end; returns one outcome per trial."""
+    tracking_uri = resolve_tracking_uri(runs_dir, tracking_uri)
+    check_tracking_uri(tracking_uri)
+    exp_path = experiment_path(runs_dir, sweep)
+    from ray.tune import Tuner
+
+    restorable = exp_path.is_dir() and Tuner.can_restore(str(exp_path))
+    if resume and not restorable:
+        raise ConfigError(f"--resume: no sweep {sweep.name!r} to resume at {exp_path}")
+    if not resume and restorable:
+        raise ConfigError(
+            f"sweep {sweep.name!r} already exists at {exp_path}: pass --resume to continue "
+            "it, or give the sweep another name (or remove that folder)"
+        )
+    check_address(address)
+
+    from knife.platform.ray_runtime import start_ray, stop_ray
+
+    # Tune's newer console output ignores the reporter above and prints every result whole.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    started = start_ray(address=address, num_cpus=num_cpus)
+    try:
+        prepare_store(tracking_uri, sweep.experiment)
+        if resume:
+            from ray import tune
+
+            tuner = Tuner.restore(
+                str(exp_path),
+                trainable=tune.with_resources(sweep_trial, trial_resources),
+                resume_unfinished=True,
+                resume_errored=True,
+            )
+        else:
+            exp_path.mkdir(parents=True, exist_ok=True)
+            (exp_path / SWEEP_FILE).write_text(
+                yaml.safe_dump(sweep_file_dict(sweep), sort_keys=False)
+            )
+            tuner = _new_tuner(sweep, exp_path, tracking_uri, verbose)
+        grid = tuner.fit()
+        outcomes = _outcomes(grid)
+    finally:
+        if started:
+            stop_ray()
+    (exp_path / SUMMARY_FILE).write_text(
+        json.dumps([asdict(o) for o in outcomes], indent=2, default=str) + "\n"
+    )
+    return outcomes
+
+
+def sweep_file_dict(sweep: SweepConfig) -> dict[str, Any]:
+    """The sweep as run (after validation), for the record."""
+    return {
+        "name": sweep.name,
+        "source": sweep.source,
+        "experiment": sweep.experiment,
+        "plugins": list(sweep.plugins),
+        "tune": asdict(sweep.tune),
+        "trials": [
+            {"label": s.label, "config": build_trial_config(s.config, {})} for s in sweep.trials()
+        ],
+    }
+
+
+def _outcomes(grid: Any) -> list[TrialOutcome]:
+    out = []
+    for result in grid:
+        metrics = result.metrics or {}
+        config = result.config or {}
+        out.append(
+            TrialOutcome(
+                label=config.get("variant", {}).get("label", "?"),
+                trial_id=str(metrics.get("trial_id", "?")),
+                status="ERROR" if result.error else "TERMINATED",
+                env_steps=metrics.get("env_steps"),
+                test_return=metrics.get("test_return"),
+                mlflow_run_id=metrics.get("mlflow_run_id"),
+                error=None if result.error is None else str(result.error).splitlines()[0][:300],
+            )
+        )
+    return sorted(out, key=lambda o: o.label)
+
+
+def format_outcomes(outcomes: list[TrialOutcome], experiment: str) -> str:
+    width = max([len(o.label) for o in outcomes] + [5])
+    lines = [f"{'trial':{width}}  status      env_steps  test_return  mlflow_run_id"]
+    for o in outcomes:
+        steps = "-" if o.env_steps is None else f"{o.env_steps:.0f}"
+        ret = "-" if o.test_return is None else f"{o.test_return:.3g}"
+        lines.append(
+            f"{o.label:{width}}  {o.status:10}  {steps:>9}  {ret:>11}  {o.mlflow_run_id or '-'}"
+        )
+        if o.error:
+            lines.append(f"{'':{width}}  error: {o.error}")
+    lines.append("")
+    lines.append(f"compare in MLflow: knife ui   (experiment {experiment!r})")
+    lines.append(f"aggregate:         knife report {experiment}")
+    return "\n".join(lines)
+
+
+__all__ = ["KIND_TAG", "TrialOutcome", "run_sweep", "check_address", "prepare_store"]

@@ -1,0 +1,156 @@
+"""`knife ui`: the MLflow UI on 127.0.0.1 over the same store the trials write (DESIGN 10).
+
+Runs `mlflow server` as a child process against the SQLite store of the runs folder (or says
+where the server is when the tracking URI already points at one), waits until it answers,
+then prints where to look and how to compare runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from knife.platform.config import ConfigError
+from knife.platform.tracking import ARTIFACTS_DIR, redact_uri, sqlite_path
+
+STARTUP_TIMEOUT_S = 120.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+COMPARE_HINT = """\
+Compare runs:
+  * experiment page: the run table has one row per trial; columns `method`, `seed`,
+    `sequence` are tags. Group rows by the `method` tag (Group by menu) to see seeds together.
+  * tick the runs to compare (e.g. all seeds of two methods) and press Compare: parallel
+    coordinates of params, and metric charts such as test_return or
+    task/<i>/final_test_return over env steps (the metric step).
+  * each run's Artifacts tab holds plots/learning_curve.png (task boundaries dashed),
+    plots/stagnant_fraction.png, config.yaml and summary.json.
+  * `knife report EXPERIMENT` writes IQM tables with 95% bootstrap intervals and logs them
+    as a report run in the same experiment."""
+
+
+def server_command(tracking_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+    """The `mlflow server` command line for a store (SQLite: artifacts beside the file)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        # Where experiments made in the UI keep uploads; runs' own artifacts are found
+        # through their artifact URIs (file:// beside the database).
+        cmd += ["--artifacts-destination", str(db.parent / ARTIFACTS_DIR)]
+    return cmd
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = STARTUP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"mlflow server did not answer at {url} within {timeout:.0f} s")
+
+
+def experiment_links(tracking_uri: str, url: str, experiment: str | None) -> list[str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = client.search_experiments()
+    if experiment is not None:
+        experiments = [e for e in experiments if e.name == experiment]
+        if not experiments:
+            raise ConfigError(f"--experiment {experiment!r}: no such experiment in the store")
+    return [
+        f"  {e.name}: {url}/#/experiments/{e.experiment_id}/runs"
+        for e in experiments
+        if e.name != "Default"
+    ]
+
+
+def serve(
+    tracking_uri: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    experiment: str | None = None,
+) -> int:
+    """Start the UI and block until it stops (Ctrl-C); returns its exit status."""
+    if tracking_uri.startswith(("http://", "https://")):
+        print(f"MLflow tracking server: {redact_uri(tracking_uri)} (open it in a browser)")
+        print(COMPARE_HINT)
+        return 0
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.exists():
+        raise ConfigError(
+            f"no MLflow store at {db} yet; run `knife sweep` or `knife train` first, "
+            "or pass --runs-dir / --tracking-uri"
+        )
+    if host not in LOOPBACK:
+        print(
+            f"warning: --host {host} makes the MLflow UI reachable from other machines; it "
+            "has no authentication",
+            file=sys.stderr,
+        )
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    links = experiment_links(tracking_uri, url, experiment)
+    # Its own session: `mlflow server` runs uvicorn as a child, and stopping the group stops
+    # both (a plain terminate() would orphan uvicorn, still holding the port).
+    proc = subprocess.Popen(server_command(tracking_uri, host, port), start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        wait_until_up(url, proc)
+        print(f"MLflow UI: {url}   (store: {redact_uri(tracking_uri)}; Ctrl-C stops it)")
+        if links:
+            print("Experiments:")
+            print("\n".join(links))
+        print(COMPARE_HINT, flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop_server(proc)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Stop the server's process group (this call started it: start_new_session): SIGTERM,
+    then SIGKILL for whatever is left after `timeout` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return  # nobody left in the group
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, so it does not count as alive
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)

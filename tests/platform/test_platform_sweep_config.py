@@ -1,0 +1,292 @@
+"""Sweep files: parsing, grid expansion, field-named errors, `knife sweep` bad input (no Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from knife.platform import cli  # noqa: E402
+from knife.platform.config import ConfigError, parse_trial_config  # noqa: E402
+from knife.platform.sweep_config import (  # noqa: E402
+    apply_sweep_overrides,
+    describe,
+    load_sweep_config,
+    parse_sweep_config,
+)
+
+BASE_SWEEP = {
+    "name": "unit",
+    "base": {
+        "algorithm": "qmix",
+        "training": {"batch_size": 8, "learning_starts": 8, "buffer_size": 100},
+        "evaluation": {"episodes": 2, "interval": 50},
+    },
+    "grid": {
+        "methods": ["none", "knife"],
+        "seeds": [0, 1, 2],
+        "sequences": {
+            "climb_pen": [
+                {"env": "matrix:climbing", "steps": 100},
+                {"env": "matrix:penalty", "env_config": {"k": -50}, "steps": 100},
+            ],
+            "opts": {
+                "reanneal_epsilon": True,
+                "tasks": [{"env": "matrix:climbing", "steps": 50}],
+            },
+        },
+    },
+    "tune": {"max_concurrent_trials": 2},
+}
+
+
+def sweep_with(**changes):
+    raw = json.loads(json.dumps(BASE_SWEEP))
+    for dotted, value in changes.items():
+        node = raw
+        parts = dotted.split("__")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if value is DELETE:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
+    return raw
+
+
+DELETE = object()
+
+
+def test_grid_expands_methods_seeds_sequences_in_a_stable_order():
+    sweep = parse_sweep_config(BASE_SWEEP)
+    trials = sweep.trials()
+    assert len(trials) == 2 * 3 * 2 == sweep.num_trials()
+    assert [t.label for t in trials[:3]] == [
+        "none-s0-climb_pen",
+        "none-s0-opts",
+        "none-s1-climb_pen",
+    ]
+    last = trials[-1]
+    assert last.label == "knife-s2-opts"
+    assert last.config["plasticity"]["method"] == "knife" and last.config["seed"] == 2
+    assert last.config["tasks"] == {
+        "reanneal_epsilon": True,
+        "tasks": [{"env": "matrix:climbing", "steps": 50}],
+        "name": "opts",
+    }
+    first = parse_trial_config(trials[0].config)  # every expanded config is a valid trial
+    assert first.tasks["name"] == "climb_pen" and first.steps == 200
+    assert first.sequence_name == "climb_pen"
+    assert sweep.experiment == "unit"  # default: the sweep name
+
+
+def test_params_and_inline_axes():
+    raw = sweep_with(
+        grid__params={"training.lr": {"grid": [0.001, 0.0005]}},
+        base__plasticity={"tau": {"choice": [0.1, 0.25]}},
+        grid__sequences=DELETE,
+        base__env="matrix:two_step",
+        base__steps=100,
+        tune__num_samples=3,
+    )
+    sweep = parse_sweep_config(raw)
+    grid = [a.target for a in sweep.grid_axes]
+    assert grid == ["plasticity.method", "seed", "training.lr"]
+    assert [a.target for a in sweep.choice_axes] == ["plasticity.tau"]
+    assert "tau" not in sweep.base["plasticity"]  # the axis left base
+    trials = sweep.trials()
+    assert len(trials) == 2 * 3 * 2 and sweep.num_trials() == 36
+    assert trials[1].overrides["training.lr"] == 0.0005
+    text = describe(sweep)
+    assert "plasticity.tau drawn per trial from [0.1, 0.25]" in text
+    assert "36 trial(s)" in text
+
+
+def test_shipped_quickstart_is_valid_and_small():
+    sweep = load_sweep_config(ROOT / "tune_configs" / "quickstart.yaml")
+    trials = sweep.trials()
+    methods = {t.config["plasticity"]["method"] for t in trials}
+    assert methods == {"none", "reset", "redo", "knife"} and len(trials) == 8
+    assert {t.config["seed"] for t in trials} == {0, 1}
+    cfg = parse_trial_config(trials[0].config)
+    assert len(cfg.tasks["tasks"]) >= 2
+    assert all(t["env"].startswith("matrix:") for t in cfg.tasks["tasks"])
+    assert sweep.tune.max_concurrent_trials == 2 and cfg.training.num_env_runners == 0
+
+
+BAD = [
+    (sweep_with(bogus=1), ["unknown top-level key 'bogus'", "allowed: name"]),
+    (sweep_with(name="a b"), ["name: required", "folder-safe"]),
+    (sweep_with(tune__max_concurent_trials=2), ["tune: unknown key", "max_concurrent_trials"]),
+    (sweep_with(tune__max_concurrent_trials="two"), ["tune.max_concurrent_trials", "'two'"]),
+    (sweep_with(tune__scheduler="pbt"), ["tune.scheduler: unknown 'pbt'", "fifo, asha"]),
+    (sweep_with(tune__resources_per_trial={"tpu": 1}), ["tune.resources_per_trial", "tpu"]),
+    (sweep_with(grid__methods=["none", "knifee"]), ["grid.methods[1]", "knifee", "knife"]),
+    (sweep_with(grid__methods="none"), ["grid.methods: must be a non-empty list"]),
+    (sweep_with(grid__seeds=[0, -1]), ["grid.seeds[1]: must be an integer >= 0"]),
+    (sweep_with(grid__seeds=[0, 1.5]), ["grid.seeds[1]"]),
+    (sweep_with(grid__sequence={}), ["grid: unknown key 'sequence'", "did you mean 'sequences'"]),
+    (
+        sweep_with(grid__sequences={"bad": [{"env": "matrix:nope", "steps": 10}]}),
+        ["grid.sequences.bad", "tasks[0].env", "matrix:nope"],
+    ),
+    (
+        sweep_with(grid__sequences={"bad": [{"env": "matrix:climbing", "steps": -1}]}),
+        ["grid.sequences.bad", "tasks[0].steps"],
+    ),
+    (sweep_with(base__training={"lr": "fast"}), ["base.training.lr: must be a number > 0"]),
+    (sweep_with(base__training={"lrr": 1}), ["base.training: unknown key 'lrr'"]),
+    (sweep_with(base__env="matrix:climbing"), ["base:", "grid.sequences sets `tasks`"]),
+    (
+        sweep_with(grid__params={"training.lr": {"grid": [0.001, -1]}}),
+        ["grid.params.training.lr[1] (training.lr)", "> 0"],
+    ),
+    (sweep_with(grid__params={"training.lr": {"range": [1, 2]}}), ["{grid: [values]}"]),
+    (sweep_with(grid__params={"seed": [1, 2]}), ["use grid.seeds"]),
+    (sweep_with(plugins=["no_such_module_xyz"]), ["plugins[0]", "no_such_module_xyz"]),
+    (sweep_with(mlflow={"experiment": ""}), ["mlflow.experiment"]),
+]
+
+
+@pytest.mark.parametrize("raw,expected", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_sweeps_name_the_field(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_sweep_config(raw)
+    msg = str(info.value)
+    for part in expected:
+        assert part in msg, f"{part!r} not in {msg!r}"
+
+
+def test_overrides():
+    raw = apply_sweep_overrides(BASE_SWEEP, ["tune.max_concurrent_trials=1", "grid.seeds=[5]"])
+    sweep = parse_sweep_config(raw)
+    assert sweep.tune.max_concurrent_trials == 1 and len(sweep.trials()) == 2 * 2
+    with pytest.raises(ConfigError, match="--set: unknown key 'tuen'"):
+        apply_sweep_overrides(BASE_SWEEP, ["tuen.x=1"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        apply_sweep_overrides(BASE_SWEEP, ["tune"])
+
+
+# --- the command line: bad input exits non-zero, says why, writes nothing --------------
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when this returns
+
+
+CLI_BAD = {
+    "unknown key": (sweep_with(tune__bogus=1), [], ["tune: unknown key 'bogus'"]),
+    "wrong type": (sweep_with(tune__num_samples="many"), [], ["tune.num_samples", "'many'"]),
+    "unknown method": (sweep_with(grid__methods=["dropout"]), [], ["grid.methods[0]"]),
+    "unreachable address": (
+        BASE_SWEEP,
+        ["--address", "ADDRESS"],
+        ["--address", "no Ray cluster reachable", "127.0.0.1"],
+    ),
+    "nothing to resume": (BASE_SWEEP, ["--resume"], ["--resume: no sweep 'unit' to resume"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_BAD))
+def test_sweep_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch, case):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    raw, extra, expected = CLI_BAD[case]
+    extra = [f"127.0.0.1:{_closed_port()}" if a == "ADDRESS" else a for a in extra]
+    runs = tmp_path / "runs"
+    rc = cli.main(["sweep", str(_write(tmp_path, raw)), "--runs-dir", str(runs), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("error: ")
+    for part in expected:
+        assert part in err, f"{part!r} not in {err!r}"
+    assert not runs.exists()  # no runs folder, no store, no Tune folder
+
+
+def test_sweep_bad_input_never_starts_ray_and_dry_run_writes_nothing(tmp_path):
+    """In a fresh interpreter: errors and --dry-run import neither ray nor mlflow."""
+    good = _write(tmp_path, BASE_SWEEP)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(sweep_with(grid__methods=["knifee"])))
+    runs = tmp_path / "runs"
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from knife.platform.cli import main
+        codes = [main(["sweep", {str(bad)!r}, "--runs-dir", {str(runs)!r}]),
+                 main(["sweep", {str(good)!r}, "--runs-dir", {str(runs)!r}, "--dry-run"])]
+        print(json.dumps({{"codes": codes, "ray": "ray" in sys.modules,
+                          "mlflow": "mlflow" in sys.modules}}))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    out = json.loads(lines[-1])
+    assert out == {"codes": [2, 0], "ray": False, "mlflow": False}
+    assert "grid.methods[0] (plasticity.method): unknown 'knifee'" in proc.stderr
+    listing = "\n".join(lines[:-1])
+    assert "12 trial(s)" in listing and "knife-s2-opts" in listing
+    assert not runs.exists()
+
+
+def test_tracking_uri_with_credentials_is_refused(tmp_path, capsys):
+    path = _write(tmp_path, BASE_SWEEP)
+    rc = cli.main(
+        [
+            "sweep",
+            str(path),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--tracking-uri",
+            "http://alice:s3cret@127.0.0.1:5999",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 2 and "MLFLOW_TRACKING_USERNAME" in err and "s3cret" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_check_address_accepts_forms_and_local(monkeypatch):
+    from knife.platform.sweep import check_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    check_address(None)
+    check_address("local")
+    check_address("auto")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        check_address(f"127.0.0.1:{port}")
+        check_address(f"ray://127.0.0.1:{port}")
+        monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+        check_address(None)
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        check_address("127.0.0.1:notaport")

@@ -1,0 +1,610 @@
+"""`knife sweep` / `report` / `ui` end to end: real Tune on local Ray, a real SQLite MLflow
+store, a real `mlflow server` read by headless Chromium.
+
+Each sweep runs as its own `knife sweep` process (the driver), as a user would start it;
+trials are sized for 2 cores (matrix games, a few hundred env steps each).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = secrets.token_hex(16)  # the Ray auth token of these tests' clusters
+SWEEP_TIMEOUT_S = 420
+
+TRAINING = {
+    "batch_size": 8,
+    "learning_starts": 8,
+    "buffer_size": 200,
+    "epsilon_anneal_steps": 100,
+    "target_update_interval": 20,
+    "td_lambda": 0.0,
+}
+
+# The quickstart, shrunk: 2 methods x 2 seeds x a 2-task matrix-game sequence.
+CI_SWEEP = {
+    "name": "ci",
+    "base": {
+        "algorithm": "qmix",
+        "training": TRAINING,
+        "evaluation": {"episodes": 2, "interval": 50},
+        "plasticity": {"metrics_interval": 10},
+    },
+    "grid": {
+        "methods": ["none", "knife"],
+        "seeds": [0, 1],
+        "sequences": {
+            "climb_pen": [
+                {"env": "matrix:climbing", "steps": 150, "name": "climbing"},
+                {"env": "matrix:penalty", "steps": 150, "name": "penalty"},
+            ]
+        },
+    },
+    "tune": {"max_concurrent_trials": 2, "checkpoint_every": 2},
+}
+BUDGET = 300
+
+
+def knife_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=TOKEN,
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def knife_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "knife.platform.cli", *args]
+
+
+def write_sweep(folder: Path, raw: dict) -> Path:
+    path = folder / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def client_for(runs: Path):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri="sqlite:///" + str((runs / "mlflow.db").resolve()))
+
+
+def trial_runs(runs: Path, experiment: str) -> list:
+    client = client_for(runs)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    found = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in found if r.data.tags.get("knife.kind") == "trial"]
+
+
+def session_listeners(sid: int) -> list[tuple[str, int, str]]:
+    """(ip, port, command) of every listening socket of the processes in session `sid`."""
+    import psutil
+
+    out = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status != psutil.CONN_LISTEN or not conn.pid:
+            continue
+        try:
+            if os.getsid(conn.pid) != sid:
+                continue
+            cmd = " ".join(psutil.Process(conn.pid).cmdline())
+        except (OSError, psutil.Error):
+            continue
+        out.append((conn.laddr.ip, conn.laddr.port, cmd))
+    return out
+
+
+def session_commands(sid: int) -> list[str]:
+    import psutil
+
+    cmds = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getsid(proc.info["pid"]) == sid:
+                cmds.append(" ".join(proc.info["cmdline"] or []))
+        except (OSError, psutil.Error):
+            continue
+    return cmds
+
+
+def end_session(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """After the driver is gone: give Ray's processes of its session time to follow, then
+    stop what is left of that session (this test started it: start_new_session)."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and session_commands(proc.pid):
+        time.sleep(1.0)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def ci_sweep(tmp_path_factory):
+    """Run the CI sweep once; watch the listening sockets of its processes meanwhile."""
+    tmp = tmp_path_factory.mktemp("ci_sweep")
+    runs = tmp / "runs"
+    path = write_sweep(tmp, CI_SWEEP)
+    out, err = tmp / "stdout.log", tmp / "stderr.log"
+    t0 = time.monotonic()
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen(
+            knife_cmd("sweep", str(path), "--runs-dir", str(runs)),
+            cwd=tmp,
+            env=knife_env(),
+            stdout=fo,
+            stderr=fe,
+            start_new_session=True,
+        )
+        listeners: set[tuple[str, int, str]] = set()
+        commands: set[str] = set()
+        try:
+            while proc.poll() is None and time.monotonic() - t0 < SWEEP_TIMEOUT_S:
+                listeners.update(session_listeners(proc.pid))
+                commands.update(session_commands(proc.pid))
+                time.sleep(2.0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            end_session(proc)
+    return SimpleNamespace(
+        tmp=tmp,
+        runs=runs,
+        rc=proc.returncode,
+        stdout=out.read_text(),
+        stderr=err.read_text(),
+        seconds=time.monotonic() - t0,
+        listeners=listeners,
+        commands=commands,
+    )
+
+
+def test_ci_sweep_one_mlflow_run_per_trial_with_tags_params_metrics_plots(ci_sweep):
+    assert ci_sweep.rc == 0, ci_sweep.stderr[-3000:]
+    print(f"CI sweep wall time: {ci_sweep.seconds:.1f} s")
+    runs = trial_runs(ci_sweep.runs, "ci")
+    assert len(runs) == 4
+    assert sorted((r.data.tags["method"], r.data.tags["seed"]) for r in runs) == [
+        ("knife", "0"),
+        ("knife", "1"),
+        ("none", "0"),
+        ("none", "1"),
+    ]
+    assert len({r.data.tags["knife.trial_key"] for r in runs}) == 4
+    client = client_for(ci_sweep.runs)
+    for run in runs:
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert run.info.status == "FINISHED"
+        assert tags["algorithm"] == "qmix" and tags["sequence"] == "climb_pen"
+        assert tags["env"] == "matrix:climbing" and tags["code_version"]
+        assert tags["knife.attempts"] == "1" and tags["sweep"] == "ci"
+        assert tags["task/1/name"] == "penalty"
+        # the flattened trial config
+        assert params["plasticity.method"] == tags["method"] and params["seed"] == tags["seed"]
+        assert params["training.batch_size"] == "8" and params["tasks.name"] == "climb_pen"
+        assert params["evaluation.interval"] == "50" and params["steps"] == str(BUDGET)
+        # curated metrics: returns, per-task results, plasticity, losses, throughput
+        for key in (
+            "train_return",
+            "test_return",
+            "loss",
+            "td_error_abs",
+            "epsilon",
+            "env_steps_per_s",
+            "task/0/final_test_return",
+            "task/1/final_test_return",
+            "task/0/auc",
+            "task/1/start_env_steps",
+            "plasticity/stagnant_fraction/agent",
+            "plasticity/stagnant_fraction/mixer",
+        ):
+            assert key in metrics, key
+        ray_internals = ("env_runners", "learners", "timers", "perf", "info", "config", "num_")
+        assert not [k for k in metrics if k.startswith(ray_internals)]
+        assert len(metrics) < 250
+        # stepped by env steps: one train point per iteration of 50 one-step episodes
+        train_steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_return")]
+        assert train_steps == list(range(50, BUDGET + 1, 50))
+        test = client.get_metric_history(run.info.run_id, "test_return")
+        assert [m.step for m in test] == sorted({m.step for m in test})  # once per test
+        assert metrics["task/1/start_env_steps"] == 150.0
+        task0 = client.get_metric_history(run.info.run_id, "task/0/test_return")
+        assert max(m.step for m in task0) == 150  # task 0's curve ends at its switch
+        # artifacts: the trial config, a summary, the plots
+        arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "summary.json", "plots"} <= arts
+        plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert plots == {"plots/learning_curve.png", "plots/stagnant_fraction.png"}
+        local = Path(client.download_artifacts(run.info.run_id, "plots/learning_curve.png"))
+        assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        summary = json.loads(
+            Path(client.download_artifacts(run.info.run_id, "summary.json")).read_text()
+        )
+        assert summary["env_steps"] == BUDGET and len(summary["tasks"]) == 2
+    # the driver's closing table and Tune's folder
+    assert "compare in MLflow: knife ui" in ci_sweep.stdout
+    exp_dir = ci_sweep.runs / "ci"
+    assert (exp_dir / "sweep.yaml").exists()
+    outcomes = json.loads((exp_dir / "sweep_summary.json").read_text())
+    assert sorted(o["status"] for o in outcomes) == ["TERMINATED"] * 4
+    assert {o["mlflow_run_id"] for o in outcomes} == {r.info.run_id for r in runs}
+    checkpoints = list(exp_dir.glob("*/checkpoint_*"))
+    assert checkpoints  # kept, for resume and later analysis
+
+
+def test_concurrent_trials_never_hit_database_locked(ci_sweep):
+    """Two trials wrote the same SQLite file at once; no lock error escaped a retry."""
+    assert ci_sweep.rc == 0
+    text = ci_sweep.stdout + ci_sweep.stderr
+    assert "database is locked" not in text
+    for path in (ci_sweep.runs / "ci").rglob("error.txt"):
+        pytest.fail(f"a trial errored: {path.read_text()[:500]}")
+    import sqlite3
+
+    with sqlite3.connect(ci_sweep.runs / "mlflow.db") as conn:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_no_token_in_logs_params_or_files(ci_sweep):
+    assert ci_sweep.rc == 0
+    assert TOKEN not in ci_sweep.stdout and TOKEN not in ci_sweep.stderr
+    for run in trial_runs(ci_sweep.runs, "ci"):
+        for value in (*run.data.params.values(), *run.data.tags.values()):
+            assert TOKEN not in value
+    checked = 0
+    for path in ci_sweep.tmp.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert TOKEN.encode() not in path.read_bytes(), path
+            checked += 1
+    assert checked > 20  # Tune's state, results, checkpoints, the store, artifacts
+
+
+def test_ray_dashboard_binds_loopback(ci_sweep):
+    """Ray's dashboard process of the embedded cluster is told 127.0.0.1, and whatever it
+    listens on is loopback; nothing in the sweep's processes serves Ray's dashboard port
+    on another interface."""
+    dashboards = [c for c in ci_sweep.commands if "dashboard/dashboard.py" in c]
+    assert dashboards, "no Ray dashboard process seen"
+    assert all("--host=127.0.0.1" in c for c in dashboards)
+    for ip, port, cmd in ci_sweep.listeners:
+        if "dashboard/dashboard.py" in cmd or port == 8265:
+            assert ip in ("127.0.0.1", "::1"), (ip, port, cmd)
+
+
+def _hand_iqm(values: list[float]) -> float:
+    """Interquartile mean by hand: sort, drop floor(n/4) from each end, average."""
+    ordered = sorted(values)
+    cut = len(ordered) // 4
+    kept = ordered[cut : len(ordered) - cut]
+    return sum(kept) / len(kept)
+
+
+def test_report_on_the_sweep_matches_a_hand_computation(ci_sweep):
+    assert ci_sweep.rc == 0
+    out = ci_sweep.tmp / "report"
+    proc = subprocess.run(
+        knife_cmd("report", "ci", "--runs-dir", str(ci_sweep.runs), "--out", str(out)),
+        env=knife_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| 1: penalty | knife | 2 |" in proc.stdout
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert len(rows) == 2 * 2 + 2  # (task 0, task 1) x (knife, none) + `all` per method
+    runs = trial_runs(ci_sweep.runs, "ci")
+    for row in rows:
+        members = [r for r in runs if r.data.tags["method"] == row["method"]]
+        assert int(row["seeds"]) == len(members) == 2
+        tasks = [0, 1] if row["task"] == "all" else [int(row["task"])]
+        for score, key in (("final_return", "final_test_return"), ("auc", "auc")):
+            values = [r.data.metrics[f"task/{i}/{key}"] for r in members for i in tasks]
+            assert float(row[f"{score}_iqm"]) == pytest.approx(_hand_iqm(values), abs=1e-9)
+            if row["task"] != "all":
+                # two seeds a, b: resamples give a, b or their mean; 2.5% / 97.5% -> min, max
+                assert float(row[f"{score}_ci_low"]) == pytest.approx(min(values))
+                assert float(row[f"{score}_ci_high"]) == pytest.approx(max(values))
+    assert (out / "report.md").exists()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["learning_curves_climb_pen.png", "stagnant_fraction_climb_pen.png"]
+    client = client_for(ci_sweep.runs)
+    exp = client.get_experiment_by_name("ci")
+    reports = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("knife.kind") == "report"
+    ]
+    assert len(reports) == 1
+    arts = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
+    assert {"report.md", "summary.csv", "plots"} <= arts
+    # The report run is not a trial: a second report reads the same 4 runs.
+    again = subprocess.run(
+        knife_cmd(
+            "report", "ci", "--runs-dir", str(ci_sweep.runs), "--out", str(out), "--no-mlflow"
+        ),
+        env=knife_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0 and list(csv.DictReader(open(out / "summary.csv"))) == rows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _chromium(url: str, profile: Path, *, screenshot: Path | None = None) -> str:
+    """The page's DOM after its scripts ran (headless Chromium, fresh profile)."""
+    binary = shutil.which("chromium") or "/usr/bin/chromium"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1000",
+        "--virtual-time-budget=20000",
+    ]
+    dom = subprocess.run(
+        [binary, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180
+    ).stdout
+    if screenshot is not None:
+        subprocess.run(
+            [binary, *flags, f"--screenshot={screenshot}", url],
+            capture_output=True,
+            timeout=180,
+        )
+    return dom
+
+
+@pytest.mark.skipif(
+    shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),
+    reason="Debian's chromium is not installed (.ci/run installs it)",
+)
+def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
+    import psutil
+
+    assert ci_sweep.rc == 0
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as fh:
+        ui = subprocess.Popen(
+            knife_cmd("ui", "--runs-dir", str(ci_sweep.runs), "--port", str(port)),
+            env=knife_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 150
+        while "MLflow UI:" not in log.read_text():
+            assert ui.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+        text = log.read_text()
+        assert f"http://127.0.0.1:{port}" in text and "Compare runs" in text
+        # bound to loopback only
+        bound = {
+            c.laddr.ip
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        assert bound == {"127.0.0.1"}
+
+        client = client_for(ci_sweep.runs)
+        exp = client.get_experiment_by_name("ci")
+        runs = trial_runs(ci_sweep.runs, "ci")
+        names = [r.info.run_name for r in runs]
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        base = f"http://127.0.0.1:{port}"
+        assert f"{base}/#/experiments/{exp.experiment_id}/runs" in text
+
+        page = _chromium(
+            f"{base}/#/experiments/{exp.experiment_id}/runs",
+            tmp_path / "profile1",
+            screenshot=ARTIFACTS / "mlflow_experiment_runs.png",
+        )
+        for name in names:
+            assert name in page, f"run {name} not on the experiment page"
+
+        ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
+        compare = f'{base}/#/compare-runs?runs={ids}&experiments=["{exp.experiment_id}"]'
+        page = _chromium(
+            compare, tmp_path / "profile2", screenshot=ARTIFACTS / "mlflow_compare_runs.png"
+        )
+        assert f"Comparing {len(runs)} Runs" in page
+        for name in names:
+            assert name in page, f"run {name} not on the compare page"
+        assert "test_return" in page and "task/1/final_test_return" in page
+        assert (ARTIFACTS / "mlflow_compare_runs.png").stat().st_size > 10_000
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+    time.sleep(1.0)
+    with socket.socket() as s:  # the server (and its uvicorn child) went with it
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+# --- resume and retry ------------------------------------------------------------------
+
+
+def _two_step_sweep(name: str, seeds: list[int], steps: int, **extra) -> dict:
+    raw = {
+        "name": name,
+        "base": {
+            "algorithm": "qmix",
+            "env": "matrix:two_step",
+            "steps": steps,
+            "training": TRAINING,
+            "evaluation": {"episodes": 2, "interval": 50},
+        },
+        "grid": {"methods": ["none"], "seeds": seeds},
+        "tune": {"max_concurrent_trials": 2, "checkpoint_every": 1, "max_failures": 2},
+    }
+    for key, value in extra.items():
+        raw[key] = value
+    return raw
+
+
+def _tune_state(exp_dir: Path) -> dict[str, str]:
+    """trial id -> status, from Tune's experiment state file (as --resume will read it)."""
+    out = {}
+    for path in exp_dir.glob("experiment_state-*.json"):
+        try:
+            data = json.loads(path.read_text())
+            for entry in data["trial_data"]:
+                trial = json.loads(entry[0])
+                out[trial["trial_id"]] = trial["status"]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            return {}
+    return out
+
+
+def test_resume_after_killing_the_driver(tmp_path):
+    runs = tmp_path / "runs"
+    raw = _two_step_sweep("resume", [0, 1, 2], steps=400)
+    path = write_sweep(tmp_path, raw)
+    exp_dir = runs / "resume"
+    with open(tmp_path / "first.log", "w") as fh:
+        proc = subprocess.Popen(
+            knife_cmd("sweep", str(path), "--runs-dir", str(runs), "--quiet"),
+            env=knife_env(),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        # Kill once Tune's saved state has a finished trial, and a running one has a
+        # checkpoint that the saved state already knows about.
+        deadline = time.monotonic() + SWEEP_TIMEOUT_S
+        while True:
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "sweep made no progress"
+            state = _tune_state(exp_dir)
+            states = list(exp_dir.glob("experiment_state-*.json"))
+            saved_at = max((p.stat().st_mtime for p in states), default=0.0)
+            running_with_ckpt = [
+                d
+                for d in exp_dir.glob("none-*")
+                if any(tid in d.name and st == "RUNNING" for tid, st in state.items())
+                and any(c.stat().st_mtime < saved_at for c in d.glob("checkpoint_*"))
+            ]
+            if "TERMINATED" in state.values() and running_with_ckpt:
+                break
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, as a crash would
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        end_session(proc)
+
+    before = {r.data.tags["knife.trial_key"]: r for r in trial_runs(runs, "resume")}
+    finished = {k: r for k, r in before.items() if r.info.status == "FINISHED"}
+    assert finished and len(before) < 3 or any(r.info.status == "RUNNING" for r in before.values())
+    client = client_for(runs)
+    finished_history = {
+        k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "env_steps")]
+        for k, r in finished.items()
+    }
+
+    resumed = subprocess.run(
+        knife_cmd("sweep", str(path), "--runs-dir", str(runs), "--resume", "--quiet"),
+        env=knife_env(),
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_TIMEOUT_S,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = trial_runs(runs, "resume")
+    keys = [r.data.tags["knife.trial_key"] for r in after]
+    assert len(after) == 3 and len(set(keys)) == 3  # exactly one run per trial
+    assert all(r.info.status == "FINISHED" for r in after)
+    for run in after:
+        key = run.data.tags["knife.trial_key"]
+        assert run.data.metrics["env_steps"] >= 400
+        if key in finished:  # not re-run: same run, same history, first attempt
+            assert run.info.run_id == finished[key].info.run_id
+            assert run.data.tags["knife.attempts"] == "1"
+            history = client.get_metric_history(run.info.run_id, "env_steps")
+            assert [(m.step, m.value) for m in history] == finished_history[key]
+        elif key in before:  # interrupted: same run, continued from its checkpoint
+            assert run.info.run_id == before[key].info.run_id
+            assert run.data.tags["knife.attempts"] == "2"
+            assert int(run.data.tags["knife.restored_from_iteration"]) >= 1
+    assert any("knife.restored_from_iteration" in r.data.tags for r in after), (
+        "no trial continued from a checkpoint"
+    )
+
+
+def test_failing_trial_is_retried_and_the_sweep_completes(tmp_path):
+    runs = tmp_path / "runs"
+    flag = tmp_path / "failed-once.flag"
+    raw = _two_step_sweep("flaky", [0], steps=300, plugins=["flaky_env"])
+    raw["base"]["env"] = "flaky:matrix:two_step"
+    raw["base"]["env_config"] = {"flag_file": str(flag), "fail_after": 120}
+    path = write_sweep(tmp_path, raw)
+    proc = subprocess.run(
+        knife_cmd("sweep", str(path), "--runs-dir", str(runs)),
+        env=knife_env(),
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert flag.exists()  # it did fail once
+    assert "FlakyError" in proc.stdout + proc.stderr  # and Tune said so
+    runs_ = trial_runs(runs, "flaky")
+    assert len(runs_) == 1
+    run = runs_[0]
+    assert run.info.status == "FINISHED" and run.data.metrics["env_steps"] >= 300
+    assert run.data.tags["knife.attempts"] == "2"
+    assert int(run.data.tags["knife.restored_from_iteration"]) >= 1
+    steps = [m.step for m in client_for(runs).get_metric_history(run.info.run_id, "env_steps")]
+    # the retry re-logs the steps after its checkpoint; readers keep the latest per step
+    from knife.platform.mlflow_plots import history
+
+    dedup_steps, values = history(client_for(runs), run.info.run_id, "env_steps")
+    assert list(dedup_steps) == sorted(set(steps)) and np.all(dedup_steps == values)

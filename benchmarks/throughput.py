@@ -28,14 +28,21 @@ import torch
 
 from knife.envs import make
 from knife.policies import QMixConfig, result_metrics
+from knife.policies.env_runner import play_episode
 from knife.policies.learner import qmix_td_loss
 from knife.policies.replay_buffer import EpisodeReplayBuffer
 from knife.policies.rl_module import QMixRLModule
 
 ENV = "stag_hunt"
 TRAINING = dict(
-    mixer="qmix", lr=1e-3, batch_size=32, learning_starts=32, buffer_size=5000,
-    target_update_interval=200, epsilon_anneal_steps=100_000, test_interval=10**9,
+    mixer="qmix",
+    lr=1e-3,
+    batch_size=32,
+    learning_starts=32,
+    buffer_size=5000,
+    target_update_interval=200,
+    epsilon_anneal_steps=100_000,
+    test_interval=10**9,
     test_episodes=1,
 )
 
@@ -114,26 +121,25 @@ def run_plain(episodes: int) -> dict:
     obs_space, act_space = env.observation_space, env.action_space
     cfg = SimpleNamespace(gamma=0.99, td_lambda=0.6, double_q=True)
     module = QMixRLModule(
-        observation_space=obs_space, action_space=act_space, inference_only=False,
+        observation_space=obs_space,
+        action_space=act_space,
+        inference_only=False,
         model_config={k: TRAINING[k] for k in ("mixer",)} | {"epsilon_anneal_steps": 100_000},
     )
     module.make_target_networks()
     optim = torch.optim.Adam(
         [p for n, p in module.named_parameters() if not n.startswith("target_")], lr=1e-3
     )
-    buffer = EpisodeReplayBuffer(5000, team.episode_limit, team.n_agents, team.obs_dim,
-                                 team.state_dim, team.n_actions)
+    buffer = EpisodeReplayBuffer(
+        5000, team.episode_limit, team.n_agents, team.obs_dim, team.state_dim, team.n_actions
+    )
     rng = np.random.default_rng(0)
-    from knife.policies.env_runner import TeamEnvRunner
-
-    # Reuse the runner's episode loop on the same module, without Ray or RLlib's group.
-    runner = TeamEnvRunner.__new__(TeamEnvRunner)
-    runner.env, runner.test_env, runner.module = env, env, module
-    runner._train_seed, runner._test_seed = 0, 1
     steps = updates = 0
+    env.reset(seed=0)
 
     def one_episode(t):
-        ep = runner._play_episode(True, t)
+        # The same episode loop TeamEnvRunner uses, called directly: no EnvRunner, no Ray.
+        ep = play_episode(env, module, explore=True, t0=t)
         buffer.add(ep)
         return ep.length
 
@@ -188,16 +194,20 @@ def main() -> None:
     for r in rows:
         by_path.setdefault(r["path"], []).append(r)
     plain_ms = np.median([r["ms_per_env_step"] for r in by_path["plain"]])
-    print(f"{'path':10s} {'env steps/s':>12s} {'updates/s':>10s} {'ms/step':>8s} "
-          f"{'x plain':>8s} {'peak MB':>8s}")
+    print(
+        f"{'path':10s} {'env steps/s':>12s} {'updates/s':>10s} {'ms/step':>8s} "
+        f"{'x plain':>8s} {'peak MB':>8s}"
+    )
     summary = []
     for path, rs in by_path.items():
         med = {k: float(np.median([r[k] for r in rs])) for k in rs[0] if k != "path"}
         med["path"], med["time_ratio_vs_plain"] = path, med["ms_per_env_step"] / plain_ms
         summary.append(med)
-        print(f"{path:10s} {med['env_steps_per_s']:12.0f} {med['updates_per_s']:10.2f} "
-              f"{med['ms_per_env_step']:8.3f} {med['time_ratio_vs_plain']:8.2f} "
-              f"{med['peak_mem_mb']:8.0f}")
+        print(
+            f"{path:10s} {med['env_steps_per_s']:12.0f} {med['updates_per_s']:10.2f} "
+            f"{med['ms_per_env_step']:8.3f} {med['time_ratio_vs_plain']:8.2f} "
+            f"{med['peak_mem_mb']:8.0f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "median": summary}, f, indent=2)

@@ -84,10 +84,6 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
             self._test_envs[task_index] = self._build_env(task_index)
         return self._test_envs[task_index]
 
-    def _agent_mask(self, env) -> np.ndarray | None:
-        mask = getattr(env, "agent_mask", None)
-        return None if mask is None else np.asarray(mask, np.float32)
-
     def make_module(self) -> None:
         spec = self.config.get_rl_module_spec(spaces=self.get_spaces(), inference_only=True)
         self.module = spec.build()
@@ -130,64 +126,18 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
             self.num_env_steps_sampled_lifetime += steps
         return {"episodes": episodes, "env_steps": steps, "seconds": time.perf_counter() - start}
 
-    @torch.no_grad()
     def _play_episode(self, explore: bool, t0: int, test_task: int = 0) -> Episode:
         if explore:
-            env = self.env
-            obs, _ = env.reset(seed=self._train_seed)
+            env, seed = self.env, self._train_seed
             self._train_seed = None  # seeded once: later resets continue the stream
         else:
-            env = self._test_env(test_task)
-            seed = None
+            env, seed = self._test_env(test_task), None
             if test_task not in self._test_seeded:  # each test env is seeded once, too
                 seed = self._seed_base + TEST_SEED_OFFSET + 100_000 * test_task
                 self._test_seeded.add(test_task)
-            obs, _ = env.reset(seed=seed)
-        limit = env.team.episode_limit
-        n, a = env.team.n_agents, env.team.n_actions
-        obs_buf = np.zeros((limit + 1, n, env.team.obs_dim), np.float32)
-        state_buf = np.zeros((limit + 1, env.team.state_dim), np.float32)
-        avail_buf = np.zeros((limit + 1, n, a), np.float32)
-        actions_buf = np.zeros((limit, n), np.int64)
-        rewards_buf = np.zeros(limit, np.float32)
-        state = {k: v.unsqueeze(0) for k, v in self.module.get_initial_state().items()}
-        terminated = truncated = False
-        info: dict = {}
-        t = 0
-        while True:
-            obs_buf[t], state_buf[t], avail_buf[t] = obs["obs"], obs["state"], obs["avail_actions"]
-            if terminated or truncated:
-                break
-            batch = {
-                Columns.OBS: {
-                    "obs": torch.from_numpy(obs_buf[t]).unsqueeze(0),
-                    "avail_actions": torch.from_numpy(avail_buf[t]).unsqueeze(0),
-                },
-                Columns.STATE_IN: state,
-            }
-            if explore:
-                out = self.module.forward_exploration(batch, t=t0 + t)
-            else:
-                out = self.module.forward_inference(batch)
-            state = out[Columns.STATE_OUT]
-            actions = out[Columns.ACTIONS][0].numpy()
-            obs, reward, terminated, truncated, info = env.step(actions)
-            actions_buf[t] = actions
-            rewards_buf[t] = reward
-            t += 1
-            if t >= limit and not terminated:
-                truncated = True
-        return Episode(
-            obs=obs_buf[: t + 1].copy(),
-            state=state_buf[: t + 1].copy(),
-            avail_actions=avail_buf[: t + 1].copy(),
-            actions=actions_buf[:t].copy(),
-            rewards=rewards_buf[:t].copy(),
-            terminated=bool(terminated),
-            info=dict(info),
-            agent_mask=self._agent_mask(env),
-            task_index=self.task_index if explore else test_task,
-        )
+        episode = play_episode(env, self.module, explore=explore, t0=t0, seed=seed)
+        episode.task_index = self.task_index if explore else test_task
+        return episode
 
     def get_metrics(self) -> dict:
         return {}
@@ -232,3 +182,57 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         for env in (self.env, *self._test_envs.values()):
             if env is not None:
                 env.close()
+
+
+@torch.no_grad()
+def play_episode(
+    env: Any, module: Any, *, explore: bool, t0: int = 0, seed: int | None = None
+) -> Episode:
+    """One complete episode of a team env with a QMixRLModule (epsilon-greedy at env step
+    t0 + t when `explore`, else greedy), recorded into preallocated arrays."""
+    obs, _ = env.reset(seed=seed)
+    team = env.team
+    limit, n = team.episode_limit, team.n_agents
+    obs_buf = np.zeros((limit + 1, n, team.obs_dim), np.float32)
+    state_buf = np.zeros((limit + 1, team.state_dim), np.float32)
+    avail_buf = np.zeros((limit + 1, n, team.n_actions), np.float32)
+    actions_buf = np.zeros((limit, n), np.int64)
+    rewards_buf = np.zeros(limit, np.float32)
+    state = {k: v.unsqueeze(0) for k, v in module.get_initial_state().items()}
+    terminated = truncated = False
+    info: dict = {}
+    t = 0
+    while True:
+        obs_buf[t], state_buf[t], avail_buf[t] = obs["obs"], obs["state"], obs["avail_actions"]
+        if terminated or truncated:
+            break
+        batch = {
+            Columns.OBS: {
+                "obs": torch.from_numpy(obs_buf[t]).unsqueeze(0),
+                "avail_actions": torch.from_numpy(avail_buf[t]).unsqueeze(0),
+            },
+            Columns.STATE_IN: state,
+        }
+        if explore:
+            out = module.forward_exploration(batch, t=t0 + t)
+        else:
+            out = module.forward_inference(batch)
+        state = out[Columns.STATE_OUT]
+        actions = out[Columns.ACTIONS][0].numpy()
+        obs, reward, terminated, truncated, info = env.step(actions)
+        actions_buf[t] = actions
+        rewards_buf[t] = reward
+        t += 1
+        if t >= limit and not terminated:
+            truncated = True
+    mask = getattr(env, "agent_mask", None)
+    return Episode(
+        obs=obs_buf[: t + 1].copy(),
+        state=state_buf[: t + 1].copy(),
+        avail_actions=avail_buf[: t + 1].copy(),
+        actions=actions_buf[:t].copy(),
+        rewards=rewards_buf[:t].copy(),
+        terminated=bool(terminated),
+        info=dict(info),
+        agent_mask=None if mask is None else np.asarray(mask, np.float32),
+    )

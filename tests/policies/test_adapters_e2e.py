@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from qmix_helpers import _config, _train
 
 

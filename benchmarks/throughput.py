@@ -48,7 +48,8 @@ TRAINING = dict(
 
 
 class PeakMemory:
-    """Samples the RSS of this process plus all its descendants and Ray's workers."""
+    """Samples the RSS of this process plus all its descendants (the embedded Ray started
+    here: raylet, GCS, workers); other Ray sessions on the machine are not counted."""
 
     def __init__(self) -> None:
         self.peak = 0
@@ -58,10 +59,6 @@ class PeakMemory:
     def _rss(self) -> int:
         me = psutil.Process()
         procs = [me, *me.children(recursive=True)]
-        for p in psutil.process_iter(["name", "cmdline"]):
-            cmd = " ".join(p.info.get("cmdline") or [])
-            if "ray::" in (p.info.get("name") or "") or "ray::" in cmd:
-                procs.append(p)
         seen, total = set(), 0
         for p in procs:
             if p.pid in seen:
@@ -96,7 +93,8 @@ def run_rllib(episodes: int, runners: int) -> dict:
         .env_runners(num_env_runners=runners)
         .debugging(seed=0)
     )
-    cfg.min_sample_timesteps_per_iteration = 1
+    # As `knife train` runs it: one Algorithm.train() result per ~1000 env steps.
+    cfg.min_sample_timesteps_per_iteration = 1000
     with PeakMemory() as mem:
         algo = cfg.build_algo()
         # Start-up, first test and filling the buffer to learning_starts: not timed.

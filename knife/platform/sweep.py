@@ -170,7 +170,9 @@ class CloseStrandedRuns(Callback):
             print(f"warning: could not close MLflow run {run_id}: {exc}", file=sys.stderr)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FINISHED")
+        # A trial that ended by itself has closed its run (FINISHED); one still RUNNING here
+        # was stopped from outside before its budget: KILLED, as the trial itself would say.
+        self._close(trial, "KILLED")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._close(trial, "FAILED")
@@ -249,6 +251,7 @@ def _new_tuner(sweep: SweepConfig, exp_path: Path, tracking_uri: str, verbose: i
             scheduler=_scheduler(sweep),
             num_samples=t.num_samples,
             max_concurrent_trials=t.max_concurrent_trials,
+            reuse_actors=t.reuse_actors,
             trial_name_creator=trial_label,
             trial_dirname_creator=trial_dirname,
         ),
@@ -302,12 +305,16 @@ def run_sweep(
 
     # Tune's newer console output ignores the reporter above and prints every result whole.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Short trials checkpoint often; Tune then warns that it snapshots its state often,
+    # which is what makes --resume exact and costs milliseconds here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = start_ray(address=address, num_cpus=num_cpus)
     try:
         prepare_store(tracking_uri, sweep.experiment)
         if resume:
             from ray import tune
 
+            _warn_if_edited(sweep, exp_path)
             tuner = Tuner.restore(
                 str(exp_path),
                 trainable=tune.with_resources(sweep_trial, trial_resources),
@@ -321,7 +328,7 @@ def run_sweep(
             )
             tuner = _new_tuner(sweep, exp_path, tracking_uri, verbose)
         grid = tuner.fit()
-        outcomes = _outcomes(grid)
+        outcomes = _outcomes(grid, exp_path)
     finally:
         if started:
             stop_ray()
@@ -329,6 +336,23 @@ def run_sweep(
         json.dumps([asdict(o) for o in outcomes], indent=2, default=str) + "\n"
     )
     return outcomes
+
+
+def _warn_if_edited(sweep: SweepConfig, exp_path: Path) -> None:
+    """--resume continues the sweep as it was started (Tune keeps its trial configs)."""
+    recorded = exp_path / SWEEP_FILE
+    if not recorded.exists():
+        return
+    now = yaml.safe_load(yaml.safe_dump(sweep_file_dict(sweep), sort_keys=False))
+    then = yaml.safe_load(recorded.read_text())
+    now.pop("source", None)
+    then.pop("source", None)
+    if now != then:
+        print(
+            f"warning: {sweep.source or 'the sweep file'} differs from the sweep as started "
+            f"({recorded}); --resume continues the sweep as started",
+            file=sys.stderr,
+        )
 
 
 def sweep_file_dict(sweep: SweepConfig) -> dict[str, Any]:
@@ -345,16 +369,31 @@ def sweep_file_dict(sweep: SweepConfig) -> dict[str, Any]:
     }
 
 
-def _outcomes(grid: Any) -> list[TrialOutcome]:
+def _outcomes(grid: Any, exp_path: Path) -> list[TrialOutcome]:
+    """One outcome per trial, with Tune's own status (TERMINATED, ERROR, or PENDING /
+    RUNNING / PAUSED for a sweep stopped early, e.g. by Ctrl-C)."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        statuses = {t.trial_id: t.status for t in ExperimentAnalysis(str(exp_path)).trials}
+    except Exception:  # the table below still says what it can
+        statuses = {}
     out = []
     for result in grid:
         metrics = result.metrics or {}
         config = result.config or {}
+        # A trial that never reported has no metrics: its folder ends with its id.
+        trial_id = str(
+            metrics.get("trial_id") or "_".join(Path(result.path).name.rsplit("_", 2)[-2:])
+        )
+        status = statuses.get(trial_id, "UNKNOWN")
+        if result.error is not None:
+            status = "ERROR"
         out.append(
             TrialOutcome(
                 label=config.get("variant", {}).get("label", "?"),
-                trial_id=str(metrics.get("trial_id", "?")),
-                status="ERROR" if result.error else "TERMINATED",
+                trial_id=trial_id,
+                status=status,
                 env_steps=metrics.get("env_steps"),
                 test_return=metrics.get("test_return"),
                 mlflow_run_id=metrics.get("mlflow_run_id"),
@@ -376,6 +415,8 @@ def format_outcomes(outcomes: list[TrialOutcome], experiment: str) -> str:
         if o.error:
             lines.append(f"{'':{width}}  error: {o.error}")
     lines.append("")
+    if any(o.status != "TERMINATED" for o in outcomes):
+        lines.append("not all trials finished: run the same command with --resume to continue")
     lines.append(f"compare in MLflow: knife ui   (experiment {experiment!r})")
     lines.append(f"aggregate:         knife report {experiment}")
     return "\n".join(lines)

@@ -44,6 +44,7 @@ TUNE_KEYS = (
     "max_failures",
     "checkpoint_every",
     "keep_checkpoints",
+    "reuse_actors",
     "stop",
 )
 MLFLOW_KEYS = ("experiment",)
@@ -72,6 +73,9 @@ class TuneOptions:
     max_failures: int = 2
     checkpoint_every: int = 10  # training iterations; also at task switches and the end
     keep_checkpoints: int = 2
+    # Run the next trial in the finished trial's worker process: saves process start-up and
+    # the imports of torch and RLlib (seconds per trial) when trials are short.
+    reuse_actors: bool = True
     # Stop a trial early when a reported value reaches a threshold (Tune's `stop` semantics),
     # checked inside the trial so its MLflow run still ends FINISHED.
     stop: dict[str, float] = field(default_factory=dict)
@@ -366,6 +370,12 @@ def _parse_tune(raw: Any) -> TuneOptions:
     ):
         if key in raw:
             values[key] = _int(f"tune.{key}", raw[key], minimum)
+    if "reuse_actors" in raw:
+        if not isinstance(raw["reuse_actors"], bool):
+            raise ConfigError(
+                f"tune.reuse_actors: must be true or false, got {raw['reuse_actors']!r}"
+            )
+        values["reuse_actors"] = raw["reuse_actors"]
     if raw.get("stop") is not None:
         stop = _mapping("tune.stop", raw["stop"])
         values["stop"] = {str(k): _number(f"tune.stop.{k}", v, -math.inf) for k, v in stop.items()}

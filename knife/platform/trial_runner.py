@@ -256,8 +256,9 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         if progress.stop_reason is not None:
             logger.set_tags({"knife.stopped": progress.stop_reason})
         _finish(cfg, logger, progress.metrics, progress.timer, ctx)
-        logger.end("FINISHED")
-        _report_with_checkpoint(algo, progress.report(logger.run_id), progress)
+        run_id = logger.run_id
+        logger.end("FINISHED")  # before the last report: Tune may end this process after it
+        _report_with_checkpoint(algo, progress.report(run_id), progress)
     finally:
         algo.stop()
 
@@ -309,7 +310,9 @@ def _finish(
         panels[network] = {"stagnant fraction": Curve(steps, values)} if len(steps) else {}
     with tempfile.TemporaryDirectory(prefix="knife-plots-") as tmp:
         folder = Path(tmp)
-        learning_curve_plot(curves, bounds, folder / "learning_curve.png", title=title, names=names)
+        learning_curve_plot(
+            curves, bounds, folder / "learning_curve.png", title=title, names=names, ylabel="return"
+        )
         stagnant_plot(panels, bounds, folder / "stagnant_fraction.png", title=title, names=names)
         logger.log_artifact(folder / "learning_curve.png", "plots")
         logger.log_artifact(folder / "stagnant_fraction.png", "plots")

@@ -290,3 +290,33 @@ def test_check_address_accepts_forms_and_local(monkeypatch):
         check_address(None)
     with pytest.raises(ConfigError, match="HOST:PORT"):
         check_address("127.0.0.1:notaport")
+
+
+def test_cli_lists_the_platform_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("train", "sweep", "ui", "report"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--address", "--resume", "--dry-run", "--set", "--runs-dir", "--tracking-uri"):
+        assert flag in out
+
+
+def test_ui_binds_loopback_and_needs_a_store(tmp_path, capsys, monkeypatch):
+    from knife.platform.ui import server_command
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cmd = server_command("sqlite:////x/runs/mlflow.db", "127.0.0.1", 5123)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == "sqlite:////x/runs/mlflow.db"
+    assert cmd[cmd.index("--artifacts-destination") + 1] == "/x/runs/mlartifacts"
+    # no store yet: a clear message, nothing started, nothing created
+    rc = cli.main(["ui", "--runs-dir", str(tmp_path / "none"), "--port", "5999"])
+    assert rc == 2 and "no MLflow store" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+    # a tracking server: say where it is, start nothing
+    rc = cli.main(["ui", "--tracking-uri", "http://127.0.0.1:5999"])
+    assert rc == 0 and "http://127.0.0.1:5999" in capsys.readouterr().out

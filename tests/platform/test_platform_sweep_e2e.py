@@ -395,12 +395,14 @@ def _chromium(url: str, profile: Path, *, screenshot: Path | None = None) -> str
     return dom
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),
-    reason="Debian's chromium is not installed (.ci/run installs it)",
-)
 def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
     import psutil
+
+    if shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists():
+        message = "Debian's chromium is not installed (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # in CI a missing browser must not pass silently
+        pytest.skip(message)
 
     assert ci_sweep.rc == 0
     port = _free_port()
@@ -437,23 +439,18 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         base = f"http://127.0.0.1:{port}"
         assert f"{base}/#/experiments/{exp.experiment_id}/runs" in text
 
-        page = _chromium(
-            f"{base}/#/experiments/{exp.experiment_id}/runs",
-            tmp_path / "profile1",
-            screenshot=ARTIFACTS / "mlflow_experiment_runs.png",
-        )
+        page = _chromium(f"{base}/#/experiments/{exp.experiment_id}/runs", tmp_path / "p1")
         for name in names:
             assert name in page, f"run {name} not on the experiment page"
 
         ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
         compare = f'{base}/#/compare-runs?runs={ids}&experiments=["{exp.experiment_id}"]'
-        page = _chromium(
-            compare, tmp_path / "profile2", screenshot=ARTIFACTS / "mlflow_compare_runs.png"
-        )
+        page = _chromium(compare, tmp_path / "p2", screenshot=ARTIFACTS / "mlflow_compare_runs.png")
         assert f"Comparing {len(runs)} Runs" in page
         for name in names:
             assert name in page, f"run {name} not on the compare page"
-        assert "test_return" in page and "task/1/final_test_return" in page
+        # the metric table (alphabetical; rows further down render on scroll)
+        assert "env_steps_per_s" in page and "learner_updates" in page
         assert (ARTIFACTS / "mlflow_compare_runs.png").stat().st_size > 10_000
     finally:
         ui.send_signal(signal.SIGTERM)
@@ -504,33 +501,44 @@ def _tune_state(exp_dir: Path) -> dict[str, str]:
 def test_resume_after_killing_the_driver(tmp_path):
     runs = tmp_path / "runs"
     raw = _two_step_sweep("resume", [0, 1, 2], steps=400)
+    raw["tune"]["max_concurrent_trials"] = 1  # one finishes, the next is cut mid-way
     path = write_sweep(tmp_path, raw)
     exp_dir = runs / "resume"
+    # Tune saves its experiment state at most every 10 s by default; every second here, so
+    # that the kill below lands on a state that already knows the running trial's checkpoint.
+    env = knife_env(TUNE_GLOBAL_CHECKPOINT_S="1")
     with open(tmp_path / "first.log", "w") as fh:
         proc = subprocess.Popen(
             knife_cmd("sweep", str(path), "--runs-dir", str(runs), "--quiet"),
-            env=knife_env(),
+            env=env,
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
-        # Kill once Tune's saved state has a finished trial, and a running one has a
-        # checkpoint that the saved state already knows about.
+        # Kill once Tune's saved state has a finished trial and a running one whose
+        # checkpoint that state already knows about (and whose MLflow run is live).
         deadline = time.monotonic() + SWEEP_TIMEOUT_S
         while True:
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "sweep made no progress"
             state = _tune_state(exp_dir)
-            states = list(exp_dir.glob("experiment_state-*.json"))
-            saved_at = max((p.stat().st_mtime for p in states), default=0.0)
-            running_with_ckpt = [
-                d
-                for d in exp_dir.glob("none-*")
-                if any(tid in d.name and st == "RUNNING" for tid, st in state.items())
-                and any(c.stat().st_mtime < saved_at for c in d.glob("checkpoint_*"))
+            saved_at = max(
+                (p.stat().st_mtime for p in exp_dir.glob("experiment_state-*.json")), default=0.0
+            )
+            running = [tid for tid, st in state.items() if st == "RUNNING"]
+            with_ckpt = [
+                tid
+                for tid in running
+                for d in exp_dir.glob(f"*_{tid}")
+                if any(c.stat().st_mtime < saved_at for c in d.glob("checkpoint_*"))
             ]
-            if "TERMINATED" in state.values() and running_with_ckpt:
+            live = {
+                r.data.tags.get("trial_id")
+                for r in trial_runs(runs, "resume")
+                if r.info.status == "RUNNING"
+            }
+            if "TERMINATED" in state.values() and set(with_ckpt) & live:
                 break
             time.sleep(0.5)
         os.kill(proc.pid, signal.SIGKILL)  # the driver only, as a crash would
@@ -543,7 +551,8 @@ def test_resume_after_killing_the_driver(tmp_path):
 
     before = {r.data.tags["knife.trial_key"]: r for r in trial_runs(runs, "resume")}
     finished = {k: r for k, r in before.items() if r.info.status == "FINISHED"}
-    assert finished and len(before) < 3 or any(r.info.status == "RUNNING" for r in before.values())
+    assert finished, "no trial had finished when the driver was killed"
+    assert any(r.info.status == "RUNNING" for r in before.values())  # left by the kill
     client = client_for(runs)
     finished_history = {
         k: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, "env_steps")]
@@ -552,7 +561,7 @@ def test_resume_after_killing_the_driver(tmp_path):
 
     resumed = subprocess.run(
         knife_cmd("sweep", str(path), "--runs-dir", str(runs), "--resume", "--quiet"),
-        env=knife_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=SWEEP_TIMEOUT_S,

@@ -1,0 +1,189 @@
+"""`knife report` on a hand-made MLflow store (no Ray): numbers against a hand computation."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from knife.platform import cli  # noqa: E402
+from knife.platform.tracking import TrialLogger, resolve_tracking_uri  # noqa: E402
+
+# Single-env runs: method -> seed -> greedy test curve [(env step, return), ...]
+CURVES = {
+    "none": {
+        0: [(100, 0.0), (200, 2.0), (300, 4.0)],
+        1: [(100, 1.0), (200, 1.0), (300, 1.0)],
+        2: [(100, 0.0), (200, 4.0), (300, 6.0)],
+        3: [(100, 2.0), (200, 3.0), (300, 10.0)],
+    },
+    "knife": {
+        0: [(100, 5.0), (200, 5.0), (300, 5.0)],
+        1: [(100, 5.0), (200, 7.0), (300, 7.0)],
+        2: [(100, 5.0), (200, 5.0), (300, 5.0)],
+        3: [(100, 5.0), (200, 5.0), (300, 5.0)],
+    },
+}
+# Sequence runs: method -> seed -> per task (final test return, auc)
+SEQ = {
+    "redo": {0: [(8.0, 6.0), (1.0, 0.5)], 1: [(6.0, 5.0), (3.0, 2.5)]},
+}
+EXPERIMENT = "handmade"
+
+
+def _log_curve(log: TrialLogger, key: str, curve) -> None:
+    for step, value in curve:
+        log.log_metrics({key: value}, step=step)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("report") / "runs"
+    uri = resolve_tracking_uri(runs, "sqlite:///" + str(runs.resolve() / "mlflow.db"))
+    base = {"algorithm": "qmix", "knife.kind": "trial", "code_version": "test"}
+    for method, seeds in CURVES.items():
+        for seed, curve in seeds.items():
+            tags = {**base, "method": method, "seed": seed, "sequence": "none"}
+            tags["env"] = "matrix:climbing"
+            with TrialLogger(uri, EXPERIMENT, run_name=f"{method}-{seed}", tags=tags) as log:
+                _log_curve(log, "test_return", curve)
+                stagnant = [(s, 0.1 * seed + 0.01 * s / 100) for s, _ in curve]
+                _log_curve(log, "plasticity/stagnant_fraction/agent", stagnant)
+                _log_curve(log, "plasticity/stagnant_fraction/mixer", stagnant)
+    for method, seeds in SEQ.items():
+        for seed, tasks in seeds.items():
+            tags = {**base, "method": method, "seed": seed, "sequence": "two"}
+            tags.update({"env": "matrix:climbing", "task/0/name": "climb", "task/1/name": "pen"})
+            with TrialLogger(uri, EXPERIMENT, run_name=f"{method}-{seed}", tags=tags) as log:
+                for i, (final, auc) in enumerate(tasks):
+                    log.log_metrics(
+                        {
+                            f"task/{i}/final_test_return": final,
+                            f"task/{i}/auc": auc,
+                            f"task/{i}/start_env_steps": 100.0 * i,
+                        },
+                        step=100 * (i + 1),
+                    )
+                    _log_curve(
+                        log, f"task/{i}/test_return", [(100 * i, 0.0), (100 * i + 100, final)]
+                    )
+    # Not counted: an unfinished trial and an earlier report run.
+    log = TrialLogger(uri, EXPERIMENT, tags={**base, "method": "none", "seed": "9"})
+    log.start()
+    log.log_metrics({"test_return": 1000.0}, step=100)  # still RUNNING
+    with TrialLogger(uri, EXPERIMENT, tags={"knife.kind": "report"}) as rep:
+        rep.log_metrics({"test_return": -1000.0}, step=1)
+    return runs
+
+
+def _iqm_by_hand(values):
+    ordered = sorted(values)
+    cut = len(ordered) // 4
+    kept = ordered[cut : len(ordered) - cut]
+    return sum(kept) / len(kept)
+
+
+def _auc_by_hand(curve):
+    pairs = zip(curve[:-1], curve[1:], strict=True)
+    area = sum((s1 - s0) * (v0 + v1) / 2 for (s0, v0), (s1, v1) in pairs)
+    return area / (curve[-1][0] - curve[0][0])
+
+
+def test_report_tables_match_a_hand_computation(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "out"
+    argv = ["report", EXPERIMENT, "--runs-dir", str(store), "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "# Report: handmade" in printed and "logged as MLflow run" in printed
+    rows = {
+        (r["sequence"], r["task"], r["method"]): r
+        for r in csv.DictReader(open(out / "summary.csv"))
+    }
+
+    # Single env: final = last test; AUC = trapezoid / span; 4 seeds each
+    for method, seeds in CURVES.items():
+        row = rows[("none", "0", method)]
+        finals = [curve[-1][1] for curve in seeds.values()]
+        aucs = [_auc_by_hand(curve) for curve in seeds.values()]
+        assert int(row["seeds"]) == 4 and row["task_name"] == "matrix:climbing"
+        assert float(row["final_return_iqm"]) == pytest.approx(_iqm_by_hand(finals))
+        assert float(row["auc_iqm"]) == pytest.approx(_iqm_by_hand(aucs))
+        assert min(finals) <= float(row["final_return_ci_low"]) <= float(row["final_return_iqm"])
+        assert float(row["final_return_iqm"]) <= float(row["final_return_ci_high"]) <= max(finals)
+        assert row["final_win_rate_iqm"] == ""  # no win in this env
+    # none: finals [4, 1, 6, 10] -> middle two 4, 6 -> 5.0
+    assert float(rows[("none", "0", "none")]["final_return_iqm"]) == 5.0
+    # knife: every seed but one ends at 5 -> IQM 5 (the outlier is trimmed)
+    assert float(rows[("none", "0", "knife")]["final_return_iqm"]) == 5.0
+
+    # Sequence: per-task numbers from task/<i>/..., then `all` over both tasks
+    redo = SEQ["redo"]
+    for i in (0, 1):
+        row = rows[("two", str(i), "redo")]
+        finals = [tasks[i][0] for tasks in redo.values()]
+        assert row["task_name"] == ("climb" if i == 0 else "pen")
+        assert float(row["final_return_iqm"]) == pytest.approx(sum(finals) / 2)
+        assert float(row["final_return_ci_low"]) == min(finals)
+        assert float(row["final_return_ci_high"]) == max(finals)
+    everything = rows[("two", "all", "redo")]
+    finals = [f for tasks in redo.values() for f, _ in tasks]  # 8, 1, 6, 3
+    assert float(everything["final_return_iqm"]) == pytest.approx(_iqm_by_hand(finals))  # 4.5
+    assert float(everything["final_return_iqm"]) == 4.5
+    assert len(rows) == 2 + 3  # (none, knife) on one env + redo x (task 0, task 1, all)
+
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == [
+        "learning_curves_none.png",
+        "learning_curves_two.png",
+        "stagnant_fraction_none.png",
+        "stagnant_fraction_two.png",
+    ]
+    md = (out / "report.md").read_text()
+    assert "| 0: matrix:climbing | none | 4 | 5.000 [" in md
+
+
+def test_report_run_is_logged_and_skipped_next_time(store, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "again"
+    argv = ["report", EXPERIMENT, "--runs-dir", str(store), "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0
+    client = MlflowClient(tracking_uri="sqlite:///" + str(store.resolve() / "mlflow.db"))
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    reports = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("knife.kind") == "report" and r.info.status == "FINISHED"
+    ]
+    assert len(reports) >= 2  # the hand-made one and at least one from knife report
+    latest = max(reports, key=lambda r: r.info.start_time)
+    arts = {a.path for a in client.list_artifacts(latest.info.run_id)}
+    assert {"report.md", "summary.csv", "plots"} <= arts
+    assert latest.data.metrics["final_return_iqm/none/task_0/none"] == 5.0
+
+
+def test_report_bad_input(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "nothing"
+    rc = cli.main(["report", "nope", "--runs-dir", str(store), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "experiment 'nope' not found" in err and EXPERIMENT in err
+    assert not out.exists()
+    assert cli.main(["report", EXPERIMENT, "--runs-dir", str(store), "--reps", "5"]) == 2
+    empty = tmp_path / "empty_runs"
+    empty.mkdir()
+    shutil.copyfile(store / "mlflow.db", empty / "mlflow.db")
+    from mlflow import MlflowClient
+
+    MlflowClient("sqlite:///" + str(empty / "mlflow.db")).create_experiment("blank")
+    assert cli.main(["report", "blank", "--runs-dir", str(empty), "--out", str(out)]) == 2
+    assert "no finished runs" in capsys.readouterr().err

@@ -176,9 +176,7 @@ class MatrixGame(TeamEnv):
         self._done = False
         return self._obs(), {}
 
-    def step(
-        self, actions: Any
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._done:
             raise RuntimeError(f"{self.name}: step() after the episode ended; call reset()")
         joint = np.minimum(check_actions(actions, self.n_agents, self.n_actions), self._last_real)
@@ -213,9 +211,7 @@ class TwoStepGame(TeamEnv):
         self._state, self._t, self._done = 0, 0, False
         return self._obs(), {}
 
-    def step(
-        self, actions: Any
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._done:
             raise RuntimeError(f"{self.name}: step() after the episode ended; call reset()")
         a = check_actions(actions, 2, 2)

@@ -101,9 +101,7 @@ class StagHuntConfig:
         config = dict(config or {})
         check_keys(ENV_NAME, config, CONFIG_KEYS)
         if "world_shape" in config and "grid_size" in config:
-            raise ValueError(
-                "env_config.grid_size: give either world_shape or grid_size, not both"
-            )
+            raise ValueError("env_config.grid_size: give either world_shape or grid_size, not both")
         if "grid_size" in config:
             side = get_int(config, "grid_size", 10, min_value=1)
             shape = (side, side)
@@ -269,9 +267,7 @@ class StagHuntEnv(TeamEnv):
         self._captured[:] = 0
         return self._observe(), {}
 
-    def step(
-        self, actions: Any
-    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def step(self, actions: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if self._done:
             raise RuntimeError("stag_hunt: step() after the episode ended; call reset()")
         a = check_actions(actions, self.cfg.n_agents, N_ACTIONS)
@@ -352,9 +348,9 @@ class StagHuntEnv(TeamEnv):
         obs = np.empty((n, self.team.obs_dim), np.float32)
         cells = grid[ag[:, None] + self._view_offs]  # [n, view*view] cell codes
         # _OBS_LUT[:, cells] is [C, n, view*view]; obs wants [n, C, view*view].
-        obs[:, : self._n_view].reshape(n, len(OBS_CHANNELS), -1)[:] = _OBS_LUT[
-            :, cells
-        ].transpose(1, 0, 2)
+        obs[:, : self._n_view].reshape(n, len(OBS_CHANNELS), -1)[:] = _OBS_LUT[:, cells].transpose(
+            1, 0, 2
+        )
         if self.cfg.obs_position:
             obs[:, self._n_view :] = self._pos_feat[ag]
         state = _STATE_LUT[:, grid[self._inside]].reshape(-1)

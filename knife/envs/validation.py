@@ -20,9 +20,7 @@ def check_keys(env_name: str, config: Mapping[str, Any], allowed: Iterable[str])
     for key in config:
         if key not in allowed:
             listed = ", ".join(allowed) if allowed else "(none)"
-            raise ValueError(
-                f"env_config: unknown key {key!r} for {env_name}; allowed: {listed}"
-            )
+            raise ValueError(f"env_config: unknown key {key!r} for {env_name}; allowed: {listed}")
 
 
 def _is_int(value: Any) -> bool:
@@ -46,11 +44,14 @@ def get_int(
 ) -> int:
     """An integer config value within [min_value, max_value]."""
     value = config.get(key, default)
-    if not _is_int(value) or (min_value is not None and value < min_value) or (
-        max_value is not None and value > max_value
+    if (
+        not _is_int(value)
+        or (min_value is not None and value < min_value)
+        or (max_value is not None and value > max_value)
     ):
-        raise ValueError(f"env_config.{key}: must be {_int_range(min_value, max_value)}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"env_config.{key}: must be {_int_range(min_value, max_value)}, got {value!r}"
+        )
     return int(value)
 
 

@@ -65,9 +65,7 @@ def test_custom_three_agents():
     env = make("matrix:custom", payoff=payoff.tolist())
     assert (env.n_agents, env.n_actions) == (3, 4)
     obs, _ = env.reset(seed=0)
-    np.testing.assert_array_equal(
-        obs["avail_actions"], [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]
-    )
+    np.testing.assert_array_equal(obs["avail_actions"], [[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
     assert env.observation_space.contains(obs)
     for joint in [(0, 0, 0), (1, 2, 3), (1, 0, 2)]:
         assert play(env, joint)[1] == payoff[joint]
@@ -130,8 +128,15 @@ def test_two_step_optimal_return_is_8():
 
 @pytest.mark.parametrize(
     "name",
-    ["matrix:climbing", "matrix:penalty", "matrix:nonmonotonic", "matrix:qplex_1",
-     "matrix:qplex_2", "matrix:qplex_3", "matrix:two_step"],
+    [
+        "matrix:climbing",
+        "matrix:penalty",
+        "matrix:nonmonotonic",
+        "matrix:qplex_1",
+        "matrix:qplex_2",
+        "matrix:qplex_3",
+        "matrix:two_step",
+    ],
 )
 def test_check_env(name, strict_check_env):
     strict_check_env(make(name))

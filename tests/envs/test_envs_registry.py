@@ -47,13 +47,22 @@ def test_unknown_env():
 @pytest.mark.parametrize(
     ("name", "config", "message"),
     [
-        ("matrix:climbing", {"x": 1},
-         "env_config: unknown key 'x' for matrix:climbing; allowed: (none)"),
-        ("matrix:penalty", {"kk": 1},
-         "env_config: unknown key 'kk' for matrix:penalty; allowed: k"),
+        (
+            "matrix:climbing",
+            {"x": 1},
+            "env_config: unknown key 'x' for matrix:climbing; allowed: (none)",
+        ),
+        (
+            "matrix:penalty",
+            {"kk": 1},
+            "env_config: unknown key 'kk' for matrix:penalty; allowed: k",
+        ),
         ("matrix:two_step", {"k": 1}, "env_config: unknown key 'k' for matrix:two_step"),
-        ("matrix:custom", {"payoff": [[1]], "k": 1},
-         "env_config: unknown key 'k' for matrix:custom; allowed: payoff"),
+        (
+            "matrix:custom",
+            {"payoff": [[1]], "k": 1},
+            "env_config: unknown key 'k' for matrix:custom; allowed: payoff",
+        ),
         ("stag_hunt", {"x": 1}, "env_config: unknown key 'x' for stag_hunt; allowed: world_shape"),
     ],
 )
@@ -140,9 +149,9 @@ def test_register_exact_and_family(scratch_names):
     assert built[-1] == ("protoss_5_vs_5", {"size": 4})
     assert make("zz_fam:special").tag == "exact"  # exact names win over families
     assert {"zz_fam:*", "zz_fam:special", "zz_list:a", "zz_list:b"} <= set(names())
-    with pytest.raises(ValueError, match=re.escape(
-        "env_config: unknown key 'colour' for zz_fam:x; allowed: size"
-    )):
+    with pytest.raises(
+        ValueError, match=re.escape("env_config: unknown key 'colour' for zz_fam:x; allowed: size")
+    ):
         validate("zz_fam:x", {"colour": 1})
     with pytest.raises(ValueError, match="env: unknown env 'zz_fam:'"):
         make("zz_fam:")  # a family needs a suffix

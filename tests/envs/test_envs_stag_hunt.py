@@ -38,7 +38,9 @@ def test_two_adjacent_catchers_capture_a_stag():
     # stag at (2,2); agents 0 and 1 next to it, agent 2 far away.
     env, obs = placed(
         {"agents": [[1, 2], [2, 1], [4, 4]], "stags": [[2, 2], [0, 4]]},
-        world_shape=[5, 5], n_agents=3, n_stags=2,
+        world_shape=[5, 5],
+        n_agents=3,
+        n_stags=2,
     )
     assert obs["avail_actions"][0, CATCH] == 1 and obs["avail_actions"][2, CATCH] == 0
     _, reward, terminated, truncated, info = env.step([CATCH, CATCH, STAY])
@@ -51,7 +53,9 @@ def test_two_adjacent_catchers_capture_a_stag():
 def test_one_catcher_does_not_capture_a_stag():
     env, _ = placed(
         {"agents": [[1, 2], [2, 1], [4, 4]], "stags": [[2, 2]]},
-        world_shape=[5, 5], n_agents=3, n_stags=1,
+        world_shape=[5, 5],
+        n_agents=3,
+        n_stags=1,
     )
     _, reward, terminated, _, info = env.step([CATCH, STAY, STAY])
     assert reward == 0.0 and not terminated and info["stags_captured"] == 0
@@ -61,7 +65,9 @@ def test_one_catcher_does_not_capture_a_stag():
 def test_diagonal_catcher_does_not_count():
     env, _ = placed(
         {"agents": [[1, 2], [1, 1], [4, 4]], "stags": [[2, 2]]},
-        world_shape=[5, 5], n_agents=3, n_stags=1,
+        world_shape=[5, 5],
+        n_agents=3,
+        n_stags=1,
     )
     assert env.step([CATCH, CATCH, STAY])[1] == 0.0
 
@@ -69,7 +75,10 @@ def test_diagonal_catcher_does_not_count():
 def test_capturing_the_last_prey_terminates():
     env, _ = placed(
         {"agents": [[1, 2], [2, 1], [4, 4]], "stags": [[2, 2]]},
-        world_shape=[5, 5], n_agents=3, n_stags=1, episode_limit=1,
+        world_shape=[5, 5],
+        n_agents=3,
+        n_stags=1,
+        episode_limit=1,
     )
     obs, reward, terminated, truncated, info = env.step([CATCH, CATCH, STAY])
     # Last step of the time limit too, but a capture end is a termination, not a truncation.
@@ -90,8 +99,14 @@ def test_punishment_per_failed_catch():
 
 def test_capture_agents_config_and_hares():
     positions = {"agents": [[1, 2], [2, 1], [2, 3], [4, 4]], "stags": [[2, 2]], "hares": [[0, 4]]}
-    config = {"world_shape": [5, 5], "n_agents": 4, "n_stags": 1, "n_hares": 1,
-              "capture_agents": 3, "reward_hare": 2.5}
+    config = {
+        "world_shape": [5, 5],
+        "n_agents": 4,
+        "n_stags": 1,
+        "n_hares": 1,
+        "capture_agents": 3,
+        "reward_hare": 2.5,
+    }
     env, _ = placed(positions, **config)
     assert env.step([CATCH, CATCH, STAY, STAY])[1] == 0.0  # 2 < 3
     assert env.step([CATCH, CATCH, CATCH, STAY])[1] == 10.0
@@ -104,7 +119,9 @@ def test_capture_agents_config_and_hares():
 def test_one_catcher_can_serve_two_prey():
     env, _ = placed(
         {"agents": [[2, 2], [1, 1]], "stags": [[1, 2], [2, 1]]},
-        world_shape=[5, 5], n_agents=2, n_stags=2,
+        world_shape=[5, 5],
+        n_agents=2,
+        n_stags=2,
     )
     _, reward, terminated, _, _ = env.step([CATCH, CATCH])
     assert reward == 20.0 and terminated
@@ -116,7 +133,9 @@ def test_one_catcher_can_serve_two_prey():
 def test_moves_blocking_and_collisions():
     env, _ = placed(
         {"agents": [[0, 0], [2, 0], [2, 2], [4, 4]], "stags": [[3, 3]]},
-        world_shape=[5, 5], n_agents=4, n_stags=1,
+        world_shape=[5, 5],
+        n_agents=4,
+        n_stags=1,
     )
     # 0 tries to leave the grid; 1 and 2 both move into (2,1): both stay; 3 moves up.
     env.step([UP, RIGHT, LEFT, UP])
@@ -169,7 +188,11 @@ def test_view_and_state_contents():
     # agent 1 at (3, 4).
     env, obs = placed(
         {"agents": [[0, 0], [3, 4]], "stags": [[0, 1]], "hares": [[1, 1]]},
-        world_shape=[4, 5], n_agents=2, n_stags=1, n_hares=1, view=3,
+        world_shape=[4, 5],
+        n_agents=2,
+        n_stags=1,
+        n_hares=1,
+        view=3,
     )
     assert env.team.obs_dim == 4 * 9 + 2
     view = obs["obs"][0, :36].reshape(4, 3, 3)  # channels: agents, stags, hares, outside
@@ -202,7 +225,10 @@ def test_no_position_feature():
 def test_avail_actions():
     env, obs = placed(
         {"agents": [[0, 0], [0, 1], [3, 3]], "stags": [[1, 0]], "hares": [[3, 4]]},
-        world_shape=[4, 5], n_agents=3, n_stags=1, n_hares=1,
+        world_shape=[4, 5],
+        n_agents=3,
+        n_stags=1,
+        n_hares=1,
     )
     #                up down left right stay catch
     np.testing.assert_array_equal(
@@ -221,7 +247,10 @@ def test_avail_actions():
 def test_truncation_at_episode_limit():
     env, _ = placed(
         {"agents": [[0, 0], [4, 4]], "stags": [[2, 2]]},
-        world_shape=[5, 5], n_agents=2, n_stags=1, episode_limit=3,
+        world_shape=[5, 5],
+        n_agents=2,
+        n_stags=1,
+        episode_limit=3,
     )
     for t in range(3):
         _, reward, terminated, truncated, info = env.step([STAY, STAY])
@@ -257,8 +286,11 @@ def test_seeding():
 
 def test_check_env(strict_check_env):
     strict_check_env(make("stag_hunt"))
-    strict_check_env(make("stag_hunt", world_shape=[3, 7], n_agents=2, n_stags=1, n_hares=1,
-                          view=1, punishment=-1))
+    strict_check_env(
+        make(
+            "stag_hunt", world_shape=[3, 7], n_agents=2, n_stags=1, n_hares=1, view=1, punishment=-1
+        )
+    )
 
 
 # ------------------------------------------------------------------ config errors
@@ -267,8 +299,10 @@ def test_check_env(strict_check_env):
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        ({"world_shape": [3, 3], "n_agents": 5, "n_stags": 5},
-         r"env_config\.n_agents: n_agents \+ n_stags \+ n_hares = 10 exceeds the 9 cells"),
+        (
+            {"world_shape": [3, 3], "n_agents": 5, "n_stags": 5},
+            r"env_config\.n_agents: n_agents \+ n_stags \+ n_hares = 10 exceeds the 9 cells",
+        ),
         ({"view": 4}, r"env_config\.view: must be an odd integer"),
         ({"punishment": 0.5}, r"env_config\.punishment: must be a finite number <= 0"),
         ({"punishment": float("nan")}, r"env_config\.punishment"),

@@ -59,4 +59,3 @@ def test_padded_agent_q_values_do_not_change_the_loss():
         loss.backward()
         assert torch.all(q.grad[:, :, 2] == 0), mixer  # no gradient through padded agents
         assert q.grad[:, :, :2].abs().sum() > 0
-

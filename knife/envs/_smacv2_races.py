@@ -9,7 +9,9 @@ lists the ones SMACv2 publishes results for.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from dataclasses import dataclass
 
 RACES = ("protoss", "terran", "zerg")
@@ -60,6 +62,13 @@ def parse_race_scenario(name: str) -> RaceScenario | None:
             f"generation needs n_units <= n_enemies"
         )
     return RaceScenario(race, n, k)
+
+
+def has_module(name: str) -> bool:
+    """Whether `name` can be imported, without importing it (a hidden module counts as not)."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
 
 
 class MissingDependencyError(ImportError, ValueError):

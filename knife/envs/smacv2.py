@@ -50,7 +50,6 @@ import copy
 import importlib
 import importlib.util
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -65,6 +64,7 @@ from knife.envs._smacv2_races import (
     WEIGHTS,
     MissingDependencyError,
     RaceScenario,
+    has_module,
     parse_race_scenario,
 )
 from knife.envs.base import TeamEnv, TeamSpec
@@ -189,12 +189,6 @@ def _parse_config(scenario: str, config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _has_module(name: str) -> bool:
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    return importlib.util.find_spec(name) is not None
-
-
 def _missing(scenario: str, err: BaseException | None = None) -> MissingDependencyError:
     detail = f" ({err})" if err is not None else ""
     return MissingDependencyError(
@@ -216,7 +210,7 @@ def validate_smacv2(scenario: str, config: Mapping[str, Any]) -> None:
     """Check a scenario and config without starting anything (registry validator)."""
     parse_scenario(scenario)
     cfg = _parse_config(scenario, config)
-    if cfg["factory"] is None and not _has_module("smacv2"):
+    if cfg["factory"] is None and not has_module("smacv2"):
         raise _missing(scenario)
 
 

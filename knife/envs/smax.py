@@ -78,7 +78,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +92,7 @@ from knife.envs._smacv2_races import (
     STANDARD_SCENARIOS,
     WEIGHTS,
     MissingDependencyError,
+    has_module,
     parse_race_scenario,
 )
 from knife.envs.base import TeamEnv, TeamSpec
@@ -259,12 +259,6 @@ def team_spec(scenario: str, config: Mapping[str, Any] | None = None) -> TeamSpe
     return parse_scenario(scenario, config).team_spec()
 
 
-def _has_module(name: str) -> bool:
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    return importlib.util.find_spec(name) is not None
-
-
 def _missing(err: BaseException | None = None) -> MissingDependencyError:
     detail = f" ({err})" if err is not None else ""
     return MissingDependencyError(
@@ -286,7 +280,7 @@ def _load_core(spec: SMAXScenario) -> Any:
 def validate_smax(scenario: str, config: Mapping[str, Any]) -> None:
     """Check a scenario and config without building anything (registry validator)."""
     parse_scenario(scenario, config)
-    if not (_has_module("jax") and _has_module("jaxmarl")):
+    if not (has_module("jax") and has_module("jaxmarl")):
         raise _missing()
 
 

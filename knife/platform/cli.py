@@ -38,18 +38,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="override a config value by dotted path, e.g. --set training.lr=0.0005 "
         "(repeatable; the value is parsed as YAML)",
     )
-    p.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=None,
-        help="runs folder (default: $KNIFE_RUNS_DIR or ./runs)",
-    )
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
-        "sqlite:///<runs-dir>/mlflow.db)",
-    )
+    _add_store_flags(p)
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: train)")
     p.add_argument(
         "--address",

@@ -211,7 +211,8 @@ def _kind_name(kind: type, choices: tuple[str, ...]) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
 
 
-def _unknown_key(path: str, key: Any, allowed: Iterable[str]) -> ConfigError:
+def unknown_key(path: str, key: Any, allowed: Iterable[str]) -> ConfigError:
+    """The error for an unknown key: names the field, suggests the closest allowed key."""
     allowed = list(allowed)
     hint = difflib.get_close_matches(str(key), allowed, n=1)
     did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -219,7 +220,8 @@ def _unknown_key(path: str, key: Any, allowed: Iterable[str]) -> ConfigError:
     return ConfigError(f"{where} {key!r}{did_you_mean}; allowed: {', '.join(allowed)}")
 
 
-def _require_mapping(path: str, value: Any) -> Mapping[str, Any]:
+def require_mapping(path: str, value: Any) -> Mapping[str, Any]:
+    """`value` if it is a mapping, else an error naming the field."""
     if not isinstance(value, Mapping):
         raise ConfigError(f"{path}: must be a mapping of keys to values, got {value!r}")
     return value
@@ -227,7 +229,7 @@ def _require_mapping(path: str, value: Any) -> Mapping[str, Any]:
 
 def _parse_section(cls: type, path: str, raw: Any) -> Any:
     """Build a spec'd dataclass (TrainingConfig, EvaluationConfig) from a mapping."""
-    raw = {} if raw is None else _require_mapping(path, raw)
+    raw = {} if raw is None else require_mapping(path, raw)
     specs = {f.name: f for f in fields(cls)}
     for key in raw:
         if key == "mixer" and cls is TrainingConfig:
@@ -237,7 +239,7 @@ def _parse_section(cls: type, path: str, raw: Any) -> Any:
                 f"allowed: {', '.join(ALGORITHMS)}"
             )
         if key not in specs:
-            raise _unknown_key(path, key, specs)
+            raise unknown_key(path, key, specs)
     values = {}
     for name, f in specs.items():
         if name not in raw:
@@ -266,7 +268,7 @@ def _check_training(t: TrainingConfig) -> None:
 
 def _parse_plasticity(raw: Any, algorithm: str) -> dict[str, Any]:
     """Monitor options + one intervention and its options (knife.plasticity.config)."""
-    raw = {"method": "none"} if raw is None else dict(_require_mapping("plasticity", raw))
+    raw = {"method": "none"} if raw is None else dict(require_mapping("plasticity", raw))
     raw.setdefault("method", "none")
     # Imported here: validating a config with a bad algorithm need not import torch.
     from knife.plasticity.config import validate_plasticity
@@ -293,10 +295,10 @@ def _check_env(name: str, env_config: Mapping[str, Any]) -> None:
 
 def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
     """Validate a plain mapping (a parsed YAML file) into a TrialConfig."""
-    raw = _require_mapping("config", mapping)
+    raw = require_mapping("config", mapping)
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
-            raise _unknown_key("", key, TOP_LEVEL_KEYS)
+            raise unknown_key("", key, TOP_LEVEL_KEYS)
     raw = dict(raw)
     tasks = None
     if raw.get("tasks") is not None:
@@ -309,7 +311,7 @@ def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
     env = raw["env"]
     if not isinstance(env, str) or not env:
         raise ConfigError(f"env: must be {_REQUIRED['env']}, got {env!r}")
-    env_config = dict(_require_mapping("env_config", raw.get("env_config") or {}))
+    env_config = dict(require_mapping("env_config", raw.get("env_config") or {}))
     steps = _coerce("steps", raw["steps"], int, _REQUIRED["steps"], ())
     if steps <= 0:
         raise ConfigError(f"steps: must be {_REQUIRED['steps']}, got {raw['steps']!r}")

@@ -20,7 +20,6 @@ the offending field in the sweep file (`grid.methods[2]: ...`, `base.training.lr
 from __future__ import annotations
 
 import copy
-import difflib
 import importlib
 import itertools
 import math
@@ -30,7 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from knife.platform.config import ConfigError, load_yaml, parse_trial_config
+from knife.platform.config import (
+    ConfigError,
+    load_yaml,
+    parse_trial_config,
+    require_mapping,
+    unknown_key,
+)
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "tune", "mlflow", "plugins")
 GRID_KEYS = ("methods", "seeds", "sequences", "params")
@@ -157,24 +162,10 @@ class SweepConfig:
 # Small checks
 
 
-def _unknown(path: str, key: Any, allowed: Iterable[str]) -> ConfigError:
-    allowed = list(allowed)
-    hint = difflib.get_close_matches(str(key), allowed, n=1)
-    did = f" (did you mean {hint[0]!r}?)" if hint else ""
-    where = f"{path}: unknown key" if path else "unknown top-level key"
-    return ConfigError(f"{where} {key!r}{did}; allowed: {', '.join(allowed)}")
-
-
-def _mapping(path: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: must be a mapping of keys to values, got {value!r}")
-    return value
-
-
 def _check_keys(path: str, raw: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     for key in raw:
         if key not in allowed:
-            raise _unknown(path, key, allowed)
+            raise unknown_key(path, key, allowed)
 
 
 def _int(path: str, value: Any, minimum: int) -> int:
@@ -275,7 +266,7 @@ def _parse_axis(path: str, target: str, raw: Any) -> Axis:
     """`{grid: [...]}` or `{choice: [...]}` (a bare list is a grid)."""
     if isinstance(raw, list):
         raw = {"grid": raw}
-    raw = _mapping(path, raw)
+    raw = require_mapping(path, raw)
     if len(raw) != 1 or next(iter(raw)) not in AXIS_KINDS:
         raise ConfigError(
             f"{path}: must be {{grid: [values]}} or {{choice: [values]}}, got {dict(raw)!r}"
@@ -286,7 +277,7 @@ def _parse_axis(path: str, target: str, raw: Any) -> Axis:
 
 
 def _parse_sequences(raw: Any) -> Axis:
-    raw = _mapping("grid.sequences", raw)
+    raw = require_mapping("grid.sequences", raw)
     if not raw:
         raise ConfigError("grid.sequences: must name at least one sequence")
     values = []
@@ -309,7 +300,7 @@ def _parse_sequences(raw: Any) -> Axis:
 
 
 def _parse_grid(raw: Any) -> list[Axis]:
-    raw = {} if raw is None else _mapping("grid", raw)
+    raw = {} if raw is None else require_mapping("grid", raw)
     _check_keys("grid", raw, GRID_KEYS)
     axes = []
     if raw.get("methods") is not None:
@@ -328,7 +319,7 @@ def _parse_grid(raw: Any) -> list[Axis]:
         axes.append(Axis("grid.seeds", "seed", "grid", values, tuple(f"s{s}" for s in values)))
     if raw.get("sequences") is not None:
         axes.append(_parse_sequences(raw["sequences"]))
-    params = {} if raw.get("params") is None else _mapping("grid.params", raw["params"])
+    params = {} if raw.get("params") is None else require_mapping("grid.params", raw["params"])
     for key, value in params.items():
         if not isinstance(key, str) or not all(key.split(".")):
             raise ConfigError(f"grid.params: keys are dotted config keys, got {key!r}")
@@ -340,7 +331,7 @@ def _parse_grid(raw: Any) -> list[Axis]:
 
 
 def _parse_tune(raw: Any) -> TuneOptions:
-    raw = {} if raw is None else _mapping("tune", raw)
+    raw = {} if raw is None else require_mapping("tune", raw)
     _check_keys("tune", raw, TUNE_KEYS)
     values: dict[str, Any] = {}
     if "metric" in raw:
@@ -356,7 +347,7 @@ def _parse_tune(raw: Any) -> TuneOptions:
             "tune.max_concurrent_trials", raw["max_concurrent_trials"], 1
         )
     if raw.get("resources_per_trial") is not None:
-        res = _mapping("tune.resources_per_trial", raw["resources_per_trial"])
+        res = require_mapping("tune.resources_per_trial", raw["resources_per_trial"])
         _check_keys("tune.resources_per_trial", res, RESOURCE_KEYS)
         parsed = {k: _number(f"tune.resources_per_trial.{k}", v) for k, v in res.items()}
         if parsed.get("cpu", 1.0) <= 0:
@@ -377,7 +368,7 @@ def _parse_tune(raw: Any) -> TuneOptions:
             )
         values["reuse_actors"] = raw["reuse_actors"]
     if raw.get("stop") is not None:
-        stop = _mapping("tune.stop", raw["stop"])
+        stop = require_mapping("tune.stop", raw["stop"])
         values["stop"] = {str(k): _number(f"tune.stop.{k}", v, -math.inf) for k, v in stop.items()}
     return TuneOptions(**values)
 
@@ -407,7 +398,7 @@ def import_plugins(plugins: Iterable[str]) -> None:
 
 def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> SweepConfig:
     """Validate a parsed sweep file, including every trial config it expands to."""
-    raw = _mapping("sweep", raw)
+    raw = require_mapping("sweep", raw)
     _check_keys("", raw, SWEEP_KEYS)
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -421,7 +412,7 @@ def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> Swe
     plugins = _parse_plugins(raw.get("plugins"))
     import_plugins(plugins)  # custom envs must be registered before trials are validated
 
-    base_raw = dict(_mapping("base", raw.get("base") or {}))
+    base_raw = dict(require_mapping("base", raw.get("base") or {}))
     inline: list[tuple[str, Mapping[str, Any]]] = []
     base = _inline_axes(base_raw, "", inline)
     axes = _parse_grid(raw.get("grid"))
@@ -438,7 +429,7 @@ def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> Swe
                 "out of base"
             )
 
-    mlflow_raw = {} if raw.get("mlflow") is None else _mapping("mlflow", raw["mlflow"])
+    mlflow_raw = {} if raw.get("mlflow") is None else require_mapping("mlflow", raw["mlflow"])
     _check_keys("mlflow", mlflow_raw, MLFLOW_KEYS)
     experiment = mlflow_raw.get("experiment", name)
     if not isinstance(experiment, str) or not experiment.strip():
@@ -533,7 +524,7 @@ def apply_sweep_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> d
         if not path or not all(path.split(".")):
             raise ConfigError(f"--set {path!r}: empty key in dotted path")
         if path.split(".")[0] not in SWEEP_KEYS:
-            raise _unknown("--set", path.split(".")[0], SWEEP_KEYS)
+            raise unknown_key("--set", path.split(".")[0], SWEEP_KEYS)
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as exc:

@@ -25,7 +25,6 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
 )
 
-from knife.envs import make as make_env
 from knife.envs.tasks import TaskSequence
 from knife.plasticity.config import PLASTICITY_DEFAULTS, validate_plasticity
 from knife.policies.env_runner import TeamEnvRunner
@@ -108,12 +107,10 @@ class QMixConfig(AlgorithmConfig):
 
     def training(self, **kwargs) -> QMixConfig:
         ours = {k: kwargs.pop(k) for k in list(kwargs) if k in TRAINING_DEFAULTS}
-        unknown = [k for k, v in ours.items() if v is NotProvided]
-        for k in unknown:
-            ours.pop(k)
         super().training(**kwargs)
         for key, value in ours.items():
-            setattr(self, key, value)
+            if value is not NotProvided:
+                setattr(self, key, value)
         return self
 
     def validate(self) -> None:
@@ -160,13 +157,11 @@ class QMix(Algorithm):
 
     def setup(self, config: AlgorithmConfig) -> None:
         super().setup(config)
-        raw = self.config.task_sequence
-        self.sequence = None if raw is None else TaskSequence.from_config(raw)
-        if self.sequence is None:
-            team = make_env(self.config.env, **dict(self.config.env_config or {})).team
-        else:
-            team = self.sequence.spec()  # every task padded to the largest sizes
-        self.team = team
+        # The driver's EnvRunner has already parsed the sequence and built the (padded) env:
+        # read the sizes off it instead of building every task's env again here.
+        runner = self.env_runner_group.local_env_runner
+        self.sequence = runner.sequence
+        team = self.team = runner.env.team
         self.progress = TaskProgress()
         self.replay_buffer = EpisodeReplayBuffer(
             self.config.buffer_size,

@@ -53,16 +53,15 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
     # --- construction ----------------------------------------------------------------
 
     def make_env(self) -> None:
-        raw = getattr(self.config, "task_sequence", None)
+        raw = self.config.task_sequence
         self.sequence = None if raw is None else TaskSequence.from_config(raw)
-        self._spec = None if self.sequence is None else self.sequence.spec()
         self._test_envs: dict[int, Any] = {}
         self.set_task(0)
 
     def _build_env(self, task_index: int):
         if self.sequence is None:
             return envs.make(self.config.env, **dict(self.config.env_config or {}))
-        return self.sequence.make_task_env(task_index, self._spec)
+        return self.sequence.make_task_env(task_index)  # specs are cached by the sequence
 
     def set_task(self, task_index: int) -> None:
         """Switch to task `task_index` of the sequence: fresh, freshly seeded envs."""
@@ -226,12 +225,13 @@ def play_episode(
         if t >= limit and not terminated:
             truncated = True
     mask = getattr(env, "agent_mask", None)
+    # Views, not copies: the buffers are this episode's own (the replay buffer copies once).
     return Episode(
-        obs=obs_buf[: t + 1].copy(),
-        state=state_buf[: t + 1].copy(),
-        avail_actions=avail_buf[: t + 1].copy(),
-        actions=actions_buf[:t].copy(),
-        rewards=rewards_buf[:t].copy(),
+        obs=obs_buf[: t + 1],
+        state=state_buf[: t + 1],
+        avail_actions=avail_buf[: t + 1],
+        actions=actions_buf[:t],
+        rewards=rewards_buf[:t],
         terminated=bool(terminated),
         info=dict(info),
         agent_mask=None if mask is None else np.asarray(mask, np.float32),

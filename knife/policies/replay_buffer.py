@@ -61,16 +61,20 @@ class EpisodeReplayBuffer:
             )
         i = self._next
         d = self._data
-        # Clear the slot: a shorter episode must not inherit the previous occupant's tail.
-        for arr in d.values():
-            arr[i] = 0
-        d["obs"][i, : length + 1] = episode.obs
-        d["state"][i, : length + 1] = episode.state
-        d["avail_actions"][i, : length + 1] = episode.avail_actions
-        d["actions"][i, :length] = episode.actions
-        d["reward"][i, :length] = episode.rewards
+        per_step = {
+            "obs": episode.obs,
+            "state": episode.state,
+            "avail_actions": episode.avail_actions,
+            "actions": episode.actions,
+            "reward": episode.rewards,
+            "filled": np.ones(length, np.float32),
+        }
+        for key, values in per_step.items():
+            d[key][i, : len(values)] = values
+            # Zero the tail: a shorter episode must not inherit the previous occupant's.
+            d[key][i, len(values) :] = 0
+        d["terminated"][i] = 0.0
         d["terminated"][i, length - 1] = float(episode.terminated)
-        d["filled"][i, :length] = 1.0
         d["agent_mask"][i] = 1.0 if episode.agent_mask is None else episode.agent_mask
         self._lengths[i] = length
         self._next = (i + 1) % self.capacity

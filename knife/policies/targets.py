@@ -27,14 +27,12 @@ def td_lambda_targets(
     """
     b, t = rewards.shape
     returns = torch.zeros_like(rewards)
-    next_return = next_values[:, -1]  # fallback for the last step: bootstrap from V
     for step in range(t - 1, -1, -1):
         v_next = next_values[:, step]
+        g_next = v_next  # past the batch's last step: bootstrap from V
         if step + 1 < t:
             valid_next = filled[:, step + 1]
             g_next = valid_next * returns[:, step + 1] + (1.0 - valid_next) * v_next
-        else:
-            g_next = next_return
         blended = (1.0 - td_lambda) * v_next + td_lambda * g_next
         returns[:, step] = filled[:, step] * (
             rewards[:, step] + gamma * (1.0 - terminated[:, step]) * blended

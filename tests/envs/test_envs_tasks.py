@@ -19,6 +19,7 @@ from knife.envs import (
     unregister,
 )
 from knife.envs.matrix import CLIMBING, NONMONOTONIC, QPLEX_3, penalty_payoff
+from knife.platform.config import TOP_LEVEL_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
 TWO = [
@@ -334,18 +335,7 @@ def test_stag_hunt_punishment_changes_at_the_switch():
 def test_sequence_yaml_files_parse(path):
     config = yaml.safe_load(path.read_text())
     assert {"algorithm", "tasks"} <= set(config)
-    assert set(config) <= {
-        "algorithm",
-        "env",
-        "env_config",
-        "steps",
-        "seed",
-        "training",
-        "evaluation",
-        "plasticity",
-        "tasks",
-        "name",
-    }
+    assert set(config) <= set(TOP_LEVEL_KEYS)
     if "smacv2:" in path.read_text() and importlib.util.find_spec("smacv2") is None:
         # Real StarCraft II sequences validate only where SMACv2 is installed (the GPU
         # image); here they must refuse with the install instructions.

@@ -29,15 +29,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train one QMIX/VDN trial from a YAML config; writes summary.json.",
     )
     p.add_argument("config", metavar="CONFIG", help="trial config YAML")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by dotted path, e.g. --set training.lr=0.0005 "
-        "(repeatable; the value is parsed as YAML)",
-    )
+    _add_set_flag(p, "a config value", "training.lr=0.0005")
     _add_store_flags(p)
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: train)")
     p.add_argument(
@@ -66,6 +58,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_set_flag(p: argparse.ArgumentParser, what: str, example: str) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override {what} by dotted path, e.g. --set {example} "
+        "(repeatable; the value is parsed as YAML)",
+    )
+
+
 def _add_store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--runs-dir",
@@ -90,15 +94,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         "--resume continues an interrupted sweep.",
     )
     p.add_argument("file", metavar="FILE", help="sweep YAML, e.g. tune_configs/quickstart.yaml")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a sweep-file value by dotted path, e.g. --set tune.max_concurrent_trials=1"
-        " (repeatable; the value is parsed as YAML)",
-    )
+    _add_set_flag(p, "a sweep-file value", "tune.max_concurrent_trials=1")
     p.add_argument(
         "--address",
         default=None,

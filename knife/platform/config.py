@@ -401,22 +401,27 @@ def _section_keys(key: str) -> tuple[str, ...] | None:
     return None
 
 
+def parse_override(item: str, example: str) -> tuple[str, Any]:
+    """`a.b.c=value` -> ("a.b.c", value parsed as YAML); errors name the --set item."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. {example}")
+    path, text = item.split("=", 1)
+    path = path.strip()
+    if not all(path.split(".")):
+        raise ConfigError(f"--set {path!r}: empty key in dotted path")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {path}: value {text!r} is not valid YAML: {exc}") from None
+    return path, value
+
+
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """A copy of `raw` with each `a.b.c=value` applied; values are parsed as YAML."""
     out = copy.deepcopy(dict(raw))
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.lr=0.0005")
-        path, text = item.split("=", 1)
-        path = path.strip()
-        parts = path.split(".")
-        if not all(parts):
-            raise ConfigError(f"--set {path!r}: empty key in dotted path")
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {path}: value {text!r} is not valid YAML: {exc}") from None
-        _set_path(out, path, parts, value)
+        path, value = parse_override(item, "training.lr=0.0005")
+        _set_path(out, path, path.split("."), value)
     return out
 
 

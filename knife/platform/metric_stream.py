@@ -19,24 +19,17 @@ the trial's checkpoint so a restored trial neither repeats nor skips a test.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
+
+from knife.platform.tracking import finite_float
 
 TEST_KEYS = ("test_return", "test_win_rate")
 _TASK_TEST = re.compile(r"^task/(\d+)/(test_return|test_win_rate)$")
 _TASK_RETEST = re.compile(r"^task/(\d+)/retest_return$")
 _ON_CHANGE_PREFIXES = ("task/", "plasticity/at_switch/")
 _ON_CHANGE_KEYS = ("task_index", "test_at_env_steps")
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 class MetricStream:
@@ -48,7 +41,7 @@ class MetricStream:
 
     def split(self, metrics: Mapping[str, Any]) -> list[tuple[int, dict[str, float]]]:
         """[(step, {key: value}), ...] to log for this iteration's metrics."""
-        values = {k: x for k, v in metrics.items() if (x := _finite(v)) is not None}
+        values = {k: x for k, v in metrics.items() if (x := finite_float(v)) is not None}
         if "env_steps" not in values:
             raise ValueError("metrics without 'env_steps': cannot step them")
         env_steps = int(values["env_steps"])

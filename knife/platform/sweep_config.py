@@ -32,6 +32,7 @@ from typing import Any
 from knife.platform.config import (
     ConfigError,
     load_yaml,
+    parse_override,
     parse_trial_config,
     require_mapping,
     unknown_key,
@@ -513,22 +514,11 @@ def describe(sweep: SweepConfig) -> str:
 
 def apply_sweep_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """A copy of a sweep file's mapping with each `a.b.c=value` (value parsed as YAML)."""
-    import yaml
-
     out = copy.deepcopy(dict(raw))
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. tune.num_samples=2")
-        path, text = item.split("=", 1)
-        path = path.strip()
-        if not path or not all(path.split(".")):
-            raise ConfigError(f"--set {path!r}: empty key in dotted path")
+        path, value = parse_override(item, "tune.num_samples=2")
         if path.split(".")[0] not in SWEEP_KEYS:
             raise unknown_key("--set", path.split(".")[0], SWEEP_KEYS)
-        try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {path}: value {text!r} is not valid YAML: {exc}") from None
         set_dotted(out, path, value)
     return out
 

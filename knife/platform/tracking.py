@@ -136,7 +136,8 @@ def _store_init_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _finite(value: Any) -> float | None:
+def finite_float(value: Any) -> float | None:
+    """`value` as a float, or None if it is missing, not a number, NaN or infinite."""
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -279,7 +280,7 @@ class TrialLogger:
         now = int(time.time() * 1000)
         items = []
         for key, value in metrics.items():
-            x = _finite(value)
+            x = finite_float(value)
             if x is not None:
                 items.append(Metric(key, x, now, int(step)))
         for i in range(0, len(items), METRICS_PER_BATCH):

@@ -7,7 +7,6 @@ config fails before anything is created; a failure later leaves the folder and a
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from datetime import datetime
@@ -17,7 +16,13 @@ from typing import Any
 import yaml
 
 from knife.platform.config import TrialConfig, parse_trial_config
-from knife.platform.tracking import TrialLogger, redact_uri, resolve_tracking_uri, trial_tags
+from knife.platform.tracking import (
+    TrialLogger,
+    finite_float,
+    redact_uri,
+    resolve_tracking_uri,
+    trial_tags,
+)
 
 DEFAULT_EXPERIMENT = "train"
 # Iterations in a row without new env steps before the loop gives up instead of spinning.
@@ -81,14 +86,6 @@ class _Progress:
             self.bar.close()
 
 
-def _finite(metrics: dict[str, Any], key: str) -> float | None:
-    value = metrics.get(key)
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 TEST_KEYS = ("test_return", "test_win_rate")
 
 
@@ -104,10 +101,10 @@ def task_summaries(cfg: TrialConfig, metrics: dict[str, Any]) -> list[dict[str, 
                 "env": task["env"],
                 "env_config": task.get("env_config", {}),
                 "steps": task["steps"],
-                "start_env_steps": _finite(metrics, prefix + "start_env_steps"),
-                "final_test_return": _finite(metrics, prefix + "final_test_return"),
-                "final_test_win_rate": _finite(metrics, prefix + "final_test_win_rate"),
-                "auc": _finite(metrics, prefix + "auc"),
+                "start_env_steps": finite_float(metrics.get(prefix + "start_env_steps")),
+                "final_test_return": finite_float(metrics.get(prefix + "final_test_return")),
+                "final_test_win_rate": finite_float(metrics.get(prefix + "final_test_win_rate")),
+                "auc": finite_float(metrics.get(prefix + "auc")),
             }
         )
     return out
@@ -148,7 +145,7 @@ def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress
             raise RuntimeError(f"no new env steps in {stalled} iterations (at {env_steps})")
         last["env_steps"] = env_steps
         for key in ("test_return", "test_win_rate", "learner_updates"):
-            value = _finite(metrics, key)
+            value = finite_float(metrics.get(key))
             if value is not None:
                 last[key] = value
         fresh = _fresh_metrics(metrics, last)

@@ -45,10 +45,10 @@ class RunningMeanStd:
 
 def qmix_td_loss(
     module: Any, batch: dict[str, torch.Tensor], q: torch.Tensor, rewards: torch.Tensor, config: Any
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Masked double-Q TD(lambda) loss of QMIX/VDN; `q` = online agent Qs [B, T+1, N, A].
 
-    `config` needs gamma, td_lambda, double_q. Returns (loss, float stats for logging).
+    `config` needs gamma, td_lambda, double_q. Returns (loss, scalar stats for logging).
     """
     actions = batch["actions"][:, :-1]  # [B, T, N]
     filled, terminated = batch["filled"], batch["terminated"]
@@ -76,12 +76,15 @@ def qmix_td_loss(
     td_error = (q_tot - targets) * filled
     n_valid = filled.sum().clamp(min=1.0)
     loss = (td_error**2).sum() / n_valid
-    stats = {
-        "loss": loss.item(),
-        "td_error_abs": (td_error.abs().sum() / n_valid).item(),
-        "q_taken_mean": ((q_tot * filled).sum() / n_valid).item(),
-        "target_mean": ((targets * filled).sum() / n_valid).item(),
-    }
+    # Detached tensors, not floats: no device sync in the update; RLlib's metrics logger
+    # converts them when results are reduced.
+    with torch.no_grad():
+        stats = {
+            "loss": loss.detach(),
+            "td_error_abs": td_error.abs().sum() / n_valid,
+            "q_taken_mean": (q_tot * filled).sum() / n_valid,
+            "target_mean": (targets * filled).sum() / n_valid,
+        }
     return loss, stats
 
 

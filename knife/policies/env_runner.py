@@ -43,7 +43,6 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
     def __init__(self, *, config, **kwargs) -> None:
         super().__init__(config=config, **kwargs)
         self.env = None
-        self.test_env = None
         self._test_envs: dict[int, Any] = {}
         self.module = None
         self._weights_seq_no = 0
@@ -55,8 +54,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
     def make_env(self) -> None:
         raw = self.config.task_sequence
         self.sequence = None if raw is None else TaskSequence.from_config(raw)
-        self._test_envs: dict[int, Any] = {}
-        self.set_task(0)
+        self.set_task(0)  # closes any envs this runner had
 
     def _build_env(self, task_index: int):
         if self.sequence is None:
@@ -72,7 +70,6 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         self._test_seeded: set[int] = set()
         self.task_index = task_index
         self.env = self._build_env(task_index)
-        self.test_env = self._test_env(task_index)
         base = 0 if self.config.seed is None else int(self.config.seed)
         self._seed_base = base + 1000 * (self.worker_index or 0)
         self._train_seed: int | None = self._seed_base + 100_000 * task_index

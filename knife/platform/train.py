@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from knife.platform.config import TrialConfig, parse_trial_config
+from knife.platform.metric_stream import MetricStream
 from knife.platform.tracking import (
     TrialLogger,
     finite_float,
@@ -86,9 +87,6 @@ class _Progress:
             self.bar.close()
 
 
-TEST_KEYS = ("test_return", "test_win_rate")
-
-
 def task_summaries(cfg: TrialConfig, metrics: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per task of the sequence, from the run's last result (task/<i>/...)."""
     out = []
@@ -110,19 +108,6 @@ def task_summaries(cfg: TrialConfig, metrics: dict[str, Any]) -> list[dict[str, 
     return out
 
 
-def _fresh_metrics(metrics: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
-    """Drop test results already logged: a test is logged once, at the step it ran.
-
-    result_metrics() repeats the latest test in every iteration; logging it again would
-    draw a staircase in MLflow instead of one point per test.
-    """
-    tested_at = metrics.get("test_at_env_steps")
-    if tested_at is None or tested_at == last.get("_test_logged_at"):
-        return {k: v for k, v in metrics.items() if k not in TEST_KEYS}
-    last["_test_logged_at"] = tested_at
-    return metrics
-
-
 def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress) -> dict:
     """algo.train() until cfg.steps env steps; returns the last values worth summarizing."""
     from knife.policies import result_metrics
@@ -135,6 +120,7 @@ def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress
         "metrics": {},
     }
     stalled = 0
+    stream = MetricStream()  # each test once, at the env step it ran (as sweeps log)
     while last["env_steps"] < cfg.steps:
         metrics = result_metrics(algo.train())
         if "env_steps" not in metrics:
@@ -148,12 +134,9 @@ def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress
             value = finite_float(metrics.get(key))
             if value is not None:
                 last[key] = value
-        fresh = _fresh_metrics(metrics, last)
-        tests = {k: fresh.pop(k) for k in TEST_KEYS if k in fresh}
-        logger.log_metrics(fresh, step=env_steps)
+        for step, values in stream.split(metrics):
+            logger.log_metrics(values, step=step)
         last["metrics"] = metrics
-        if tests:
-            logger.log_metrics(tests, step=int(metrics["test_at_env_steps"]))
         bar.update(env_steps, metrics)
     return last
 

@@ -103,6 +103,13 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--dry-run", action="store_true", help="print the expanded trial list and exit")
     _add_store_flags(p)
+    p.add_argument(
+        "--storage-path",
+        default=None,
+        help="where Tune keeps trial folders and checkpoints: a folder every cluster node "
+        "sees (NFS) or a URI (s3://bucket/prefix, gs://...) (default: $KNIFE_STORAGE_PATH, "
+        "else the runs folder)",
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of embedded Ray (default: all)")
     p.add_argument("--quiet", action="store_true", help="no Tune progress table")
     p.set_defaults(func=_cmd_sweep)
@@ -125,6 +132,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         resume=args.resume,
         verbose=0 if args.quiet else 1,
         num_cpus=args.num_cpus,
+        storage_path=args.storage_path,
     )
     print(format_outcomes(outcomes, sweep.experiment), flush=True)
     return 0 if all(o.status == "TERMINATED" for o in outcomes) else 1

@@ -7,7 +7,10 @@ before anything is written.
 
 Layout: <runs_dir>/<sweep name>/ is Tune's experiment folder (trial folders with their
 checkpoints, Tune's state for `--resume`), plus sweep.yaml (the file as run) and
-sweep_summary.json; the MLflow store is <runs_dir>/mlflow.db unless a URI is given.
+sweep_summary.json; the MLflow store is <runs_dir>/mlflow.db unless a URI is given. On a
+cluster, `storage_path` (a folder every node sees, or a URI: s3://, gs://, file://) takes
+Tune's experiment folder instead; sweep.yaml and sweep_summary.json stay in the driver's
+<runs_dir>/<sweep name>/.
 """
 
 from __future__ import annotations
@@ -238,7 +241,7 @@ def _scheduler(sweep: SweepConfig) -> Any:
     return ASHAScheduler(time_attr="env_steps", max_t=max_t, grace_period=max(1, max_t // 8))
 
 
-def _new_tuner(sweep: SweepConfig, exp_path: Path, tracking_uri: str, verbose: int) -> Any:
+def _new_tuner(sweep: SweepConfig, storage: str, tracking_uri: str, verbose: int) -> Any:
     from ray import tune
 
     t = sweep.tune
@@ -256,8 +259,8 @@ def _new_tuner(sweep: SweepConfig, exp_path: Path, tracking_uri: str, verbose: i
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=exp_path.name,
-            storage_path=str(exp_path.parent),
+            name=sweep.name,
+            storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=t.keep_checkpoints),
             callbacks=[CloseStrandedRuns(tracking_uri)],
@@ -272,7 +275,25 @@ def _new_tuner(sweep: SweepConfig, exp_path: Path, tracking_uri: str, verbose: i
 
 
 def experiment_path(runs_dir: str | Path, sweep: SweepConfig) -> Path:
+    """The driver's own folder of the sweep (sweep.yaml, sweep_summary.json)."""
     return Path(runs_dir).expanduser().resolve() / sweep.name
+
+
+def storage_root(runs_dir: str | Path, storage_path: str | None = None) -> str:
+    """Where Tune keeps trial folders and checkpoints: `storage_path`, else
+    $KNIFE_STORAGE_PATH, else the runs folder. A URI (s3://bucket/prefix, gs://...,
+    file:///nfs/...) is kept as it is; a folder is made absolute."""
+    value = storage_path or os.environ.get("KNIFE_STORAGE_PATH") or None
+    if value is None:
+        return str(Path(runs_dir).expanduser().resolve())
+    if "://" in value:
+        if urlparse(value).password is not None:
+            raise ConfigError(
+                "--storage-path: has a password in it; give the cloud's credentials through "
+                "its own environment variables or instance role instead"
+            )
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve())
 
 
 def run_sweep(
@@ -284,19 +305,23 @@ def run_sweep(
     resume: bool = False,
     verbose: int = 1,
     num_cpus: int | None = None,
+    storage_path: str | None = None,
 ) -> list[TrialOutcome]:
     """Run (or resume) a sweep to the end; returns one outcome per trial."""
     tracking_uri = resolve_tracking_uri(runs_dir, tracking_uri)
     check_tracking_uri(tracking_uri)
     exp_path = experiment_path(runs_dir, sweep)
+    storage = storage_root(runs_dir, storage_path)
+    tune_path = f"{storage}/{sweep.name}"  # Tune's experiment folder (or URI)
     from ray.tune import Tuner
 
-    restorable = exp_path.is_dir() and Tuner.can_restore(str(exp_path))
+    local = "://" not in storage
+    restorable = (not local or Path(tune_path).is_dir()) and Tuner.can_restore(tune_path)
     if resume and not restorable:
-        raise ConfigError(f"--resume: no sweep {sweep.name!r} to resume at {exp_path}")
+        raise ConfigError(f"--resume: no sweep {sweep.name!r} to resume at {tune_path}")
     if not resume and restorable:
         raise ConfigError(
-            f"sweep {sweep.name!r} already exists at {exp_path}: pass --resume to continue "
+            f"sweep {sweep.name!r} already exists at {tune_path}: pass --resume to continue "
             "it, or give the sweep another name (or remove that folder)"
         )
     check_address(address)
@@ -316,7 +341,7 @@ def run_sweep(
 
             _warn_if_edited(sweep, exp_path)
             tuner = Tuner.restore(
-                str(exp_path),
+                tune_path,
                 trainable=tune.with_resources(sweep_trial, trial_resources),
                 resume_unfinished=True,
                 resume_errored=True,
@@ -326,12 +351,13 @@ def run_sweep(
             (exp_path / SWEEP_FILE).write_text(
                 yaml.safe_dump(sweep_file_dict(sweep), sort_keys=False)
             )
-            tuner = _new_tuner(sweep, exp_path, tracking_uri, verbose)
+            tuner = _new_tuner(sweep, storage, tracking_uri, verbose)
         grid = tuner.fit()
-        outcomes = _outcomes(grid, exp_path)
+        outcomes = _outcomes(grid, tune_path)
     finally:
         if started:
             stop_ray()
+    exp_path.mkdir(parents=True, exist_ok=True)  # a resume on another driver machine
     (exp_path / SUMMARY_FILE).write_text(
         json.dumps([asdict(o) for o in outcomes], indent=2, default=str) + "\n"
     )
@@ -369,13 +395,13 @@ def sweep_file_dict(sweep: SweepConfig) -> dict[str, Any]:
     }
 
 
-def _outcomes(grid: Any, exp_path: Path) -> list[TrialOutcome]:
+def _outcomes(grid: Any, exp_path: str) -> list[TrialOutcome]:
     """One outcome per trial, with Tune's own status (TERMINATED, ERROR, or PENDING /
     RUNNING / PAUSED for a sweep stopped early, e.g. by Ctrl-C)."""
     from ray.tune import ExperimentAnalysis
 
     try:
-        statuses = {t.trial_id: t.status for t in ExperimentAnalysis(str(exp_path)).trials}
+        statuses = {t.trial_id: t.status for t in ExperimentAnalysis(exp_path).trials}
     except Exception:  # the table below still says what it can
         statuses = {}
     out = []

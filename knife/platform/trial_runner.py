@@ -36,6 +36,7 @@ META = "knife"  # param_space key of the sweep's own settings
 KIND_TAG = "knife.kind"  # trial | report
 TRIAL_KEY_TAG = "knife.trial_key"
 ATTEMPTS_TAG = "knife.attempts"
+NODE_TAG = "ray_node_id"  # the Ray node of the latest attempt; per attempt: knife.attempt/<n>/...
 STATE_FILE = "trial_state.json"
 ALGO_DIR = "algorithm"
 MAX_STALLED_ITERATIONS = 50
@@ -83,8 +84,25 @@ class SweepRunLogger(TrialLogger):
                 tags={k: str(v) for k, v in tags.items()},
             )
             self.run_id = run.info.run_id
-        self.set_tags({ATTEMPTS_TAG: self.attempt})
+        self.set_tags({ATTEMPTS_TAG: self.attempt, **node_tags(self.attempt)})
         return self.run_id
+
+
+def node_tags(attempt: int) -> dict[str, str]:
+    """The Ray node (id and host name) this attempt runs on, as the latest and per attempt:
+    on a cluster, a trial retried after its node was lost shows where each attempt ran."""
+    import socket
+
+    import ray
+
+    if not ray.is_initialized():
+        return {}
+    node_id = ray.get_runtime_context().get_node_id()
+    return {
+        NODE_TAG: node_id,
+        "ray_node_host": socket.gethostname(),
+        f"knife.attempt/{attempt}/{NODE_TAG}": node_id,
+    }
 
 
 def _task_names(cfg: TrialConfig) -> dict[int, str]:

@@ -85,6 +85,7 @@ build() {  # build FLAVOUR: the test stage, then the runtime image (from the sam
         --build-arg "TORCH_SPEC=torch==2.13.0+cpu"
         --build-arg "TORCH_INDEX_URL=https://pypi.org/simple"
         --build-arg "TORCH_FIND_LINKS=/wheels"
+        --build-arg "KNIFE_CODE_VERSION=$(git -C "$ROOT" describe --always --dirty 2>/dev/null)"
         --volume "$(dirname "$wheel"):/wheels:ro"
         --secret "id=ca,src=$CA_BUNDLE"
     )

@@ -62,7 +62,8 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def code_version() -> str:
-    """`git describe --always --dirty` of the source checkout, else the package version."""
+    """`git describe --always --dirty` of the source checkout, else $KNIFE_CODE_VERSION (the
+    Docker images set it to the commit they were built from), else the package version."""
     import knife
 
     repo = Path(knife.__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ def code_version() -> str:
             return out
     except (OSError, subprocess.SubprocessError):
         pass
-    return f"knife-marl {knife.__version__}"
+    return os.environ.get("KNIFE_CODE_VERSION") or f"knife-marl {knife.__version__}"
 
 
 def trial_tags(cfg: TrialConfig) -> dict[str, str]:

@@ -326,3 +326,23 @@ def test_no_secrets_in_the_specs():
         assert "AKIA" not in text, path  # an AWS access key id
         for uri in re.findall(r"https?://\S+", text):
             assert "@" not in uri, (path, uri)  # no user:password@ in a URI
+
+
+def test_code_version_in_an_image_comes_from_its_build_arg(monkeypatch):
+    """In an image, knife is installed without its git checkout: the code_version tag of
+    the MLflow runs is the commit the image was built from (build arg KNIFE_CODE_VERSION)."""
+    import subprocess as sp
+
+    from knife.platform import tracking
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(sp, "run", no_git)
+    monkeypatch.setenv("KNIFE_CODE_VERSION", "2226574-dirty")
+    assert tracking.code_version() == "2226574-dirty"
+    monkeypatch.delenv("KNIFE_CODE_VERSION")
+    assert tracking.code_version().startswith("knife-marl ")
+    for flavour in ("cpu", "gpu"):
+        text = (DOCKER / f"Dockerfile.{flavour}").read_text()
+        assert "ENV KNIFE_CODE_VERSION=${KNIFE_CODE_VERSION}" in text

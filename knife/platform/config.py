@@ -99,7 +99,14 @@ class TrainingConfig:
     )
     updates_per_episode: float = _spec(1.0, float, check=_gt0, allowed="a number > 0")
     standardise_rewards: bool = _spec(False, bool)
+    # Agent input = obs ++ one-hot id (++ one-hot last action: pymarl's default; EPyMARL's
+    # QMIX turns it off).
+    obs_last_action: bool = _spec(True, bool)
     num_env_runners: int = _spec(0, int, check=_ge0, allowed="an integer >= 0")
+    # With num_env_runners >= 1: runners play the next episode while the learner updates.
+    sample_while_learning: bool = _spec(True, bool)
+    # torch intra-op threads per process (0: torch's default).
+    torch_threads: int = _spec(1, int, check=_ge0, allowed="an integer >= 0 (0: torch's default)")
     device: str = _spec("cpu", str, choices=("cpu", "cuda", "auto"))
 
 

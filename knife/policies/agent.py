@@ -1,6 +1,6 @@
 """The agent network shared by all agents (DESIGN 5).
 
-input = obs ++ one-hot agent id ++ one-hot last action
+input = obs ++ one-hot agent id (++ one-hot last action, unless obs_last_action=False)
 fc1 (Linear + ReLU) -> GRUCell -> fc2 (Q per action)
 
 Hidden Linear+activation pairs live in `nn.Sequential` blocks so that the plasticity
@@ -72,9 +72,11 @@ def _gru_shell(input_size: int, hidden_size: int) -> nn.GRU:
 
 
 def build_agent_inputs(
-    obs: torch.Tensor, last_actions_onehot: torch.Tensor, n_agents: int
+    obs: torch.Tensor, last_actions_onehot: torch.Tensor | None, n_agents: int
 ) -> torch.Tensor:
-    """obs [..., N, obs_dim], last actions one-hot [..., N, A] -> [..., N, obs+N+A]."""
+    """obs [..., N, obs_dim], last actions one-hot [..., N, A] or None -> [..., N, obs+N(+A)]."""
     eye = torch.eye(n_agents, dtype=obs.dtype, device=obs.device)
     agent_ids = eye.expand(*obs.shape[:-2], n_agents, n_agents)
+    if last_actions_onehot is None:
+        return torch.cat([obs, agent_ids], dim=-1)
     return torch.cat([obs, agent_ids, last_actions_onehot], dim=-1)

@@ -33,6 +33,7 @@ from knife.policies.mixers import build_mixer
 from knife.policies.replay_buffer import EpisodeReplayBuffer
 from knife.policies.rl_module import QMixRLModule, linear_epsilon
 from knife.policies.task_progress import TaskProgress
+from knife.policies.torch_threads import set_torch_threads
 
 KNIFE = "knife"  # result-dict namespace of this algorithm's own metrics
 
@@ -54,10 +55,18 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "learning_starts": 32,
     "updates_per_episode": 1.0,
     "standardise_rewards": False,
+    "obs_last_action": True,
     "test_episodes": 16,
     "test_interval": 5000,
     "episodes_per_runner": 1,
+    # With remote EnvRunners: they play the next episodes while the Learner updates on the
+    # last ones (the acting weights then lag one update behind; see docs/performance.md).
+    "sample_while_learning": True,
+    # torch's intra-op threads in this process (and in each EnvRunner): pymarl's 1. The
+    # tensors are small; more threads gain little and spin against the other process.
+    "torch_threads": 1,
 }
+SAMPLE_TAG = "knife_sample"
 
 
 class QMixConfig(AlgorithmConfig):
@@ -80,6 +89,8 @@ class QMixConfig(AlgorithmConfig):
         self.broadcast_env_runner_states = False
         self.min_sample_timesteps_per_iteration = 1000
         self.min_time_s_per_iteration = None
+        # Room for an in-flight sample request plus a weight sync per EnvRunner.
+        self.max_requests_in_flight_per_env_runner = 4
         self.plasticity_config: dict[str, Any] = dict(PLASTICITY_DEFAULTS)
         self.task_sequence: Any = None
 
@@ -136,6 +147,7 @@ class QMixConfig(AlgorithmConfig):
         keys = (
             "mixer",
             "agent_hidden_dim",
+            "obs_last_action",
             "mixer_embed_dim",
             "hypernet_dim",
             "epsilon_start",
@@ -156,6 +168,7 @@ class QMix(Algorithm):
         return QMixConfig()
 
     def setup(self, config: AlgorithmConfig) -> None:
+        set_torch_threads(config.torch_threads)  # before the local Learner is built
         super().setup(config)
         # The driver's EnvRunner has already parsed the sequence and built the (padded) env:
         # read the sizes off it instead of building every task's env again here.
@@ -182,6 +195,7 @@ class QMix(Algorithm):
         self._last_test: dict[str, float] = {}
         self._plasticity_latest: dict[str, float] = {}
         self._weights_synced = False
+        self._samples_in_flight = 0
 
     # --- one iteration ---------------------------------------------------------------
 
@@ -194,7 +208,7 @@ class QMix(Algorithm):
 
         step_start = t0 = time.perf_counter()
         samples = self._sample_training_episodes()
-        sample_s = time.perf_counter() - t0
+        sample_s = time.perf_counter() - t0  # overlapped: only the wait for the runners
         episodes = [ep for s in samples for ep in s["episodes"]]
         steps = sum(s["env_steps"] for s in samples)
         for ep in episodes:
@@ -267,17 +281,46 @@ class QMix(Algorithm):
     # --- helpers ---------------------------------------------------------------------
 
     def _sample_training_episodes(self) -> list[dict[str, Any]]:
-        """Each training EnvRunner plays `episodes_per_runner` epsilon-greedy episodes."""
-        cfg = self.config
+        """Each training EnvRunner plays `episodes_per_runner` epsilon-greedy episodes.
+
+        With remote EnvRunners and `sample_while_learning`, this returns the episodes asked
+        for in the previous step and at once asks for the next ones, so the runners play
+        while this process learns.
+        """
         group = self.env_runner_group
-        kwargs = {
-            "num_episodes": cfg.episodes_per_runner,
-            "explore": True,
-            "global_env_steps": self._epsilon_steps(),
-        }
         if group.num_remote_env_runners() == 0:
-            return [group.local_env_runner.sample(**kwargs)]
-        return group.foreach_env_runner(lambda r: r.sample(**kwargs), local_env_runner=False)
+            return [group.local_env_runner.sample(**self._sample_kwargs())]
+        if not self.config.sample_while_learning:
+            kwargs = self._sample_kwargs()
+            return group.foreach_env_runner(lambda r: r.sample(**kwargs), local_env_runner=False)
+        if not self._samples_in_flight:
+            self._request_samples(0)
+        # Waits for every in-flight request; a runner that died returns nothing here and
+        # is restarted by RLlib's fault tolerance.
+        ready = group.fetch_ready_async_reqs(tags=SAMPLE_TAG, timeout_seconds=None)
+        samples = [sample for _, sample in ready]
+        self._request_samples(sum(s["env_steps"] for s in samples))
+        return samples
+
+    def _sample_kwargs(self, pending_steps: int = 0) -> dict[str, Any]:
+        return {
+            "num_episodes": self.config.episodes_per_runner,
+            "explore": True,
+            "global_env_steps": self._epsilon_steps() + pending_steps,
+        }
+
+    def _request_samples(self, pending_steps: int) -> None:
+        kwargs = self._sample_kwargs(pending_steps)
+        self._samples_in_flight = self.env_runner_group.foreach_env_runner_async(
+            lambda r: r.sample(**kwargs), tag=SAMPLE_TAG
+        )
+
+    def _drop_samples_in_flight(self) -> None:
+        """Wait for and discard in-flight episodes (at a task switch: they belong to the
+        finished task, whose budget is spent)."""
+        if self._samples_in_flight:
+            self.env_runner_group.fetch_ready_async_reqs(tags=SAMPLE_TAG, timeout_seconds=None)
+            self._samples_in_flight = 0
 
     def _update_once(self) -> list[dict]:
         batch = self.replay_buffer.sample(self.config.batch_size, self._rng)
@@ -349,6 +392,7 @@ class QMix(Algorithm):
         if nxt >= len(self.sequence):
             return
         self.progress.start_task(self.counters["env_steps"])
+        self._drop_samples_in_flight()
         self.env_runner_group.foreach_env_runner(
             lambda runner: runner.set_task(nxt), local_env_runner=True
         )

@@ -33,6 +33,7 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME, WEIGHTS_SEQ_
 from knife import envs
 from knife.envs.tasks import TaskSequence
 from knife.policies.episode import Episode
+from knife.policies.torch_threads import set_torch_threads
 
 TEST_SEED_OFFSET = 1_000_000
 
@@ -42,6 +43,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
 
     def __init__(self, *, config, **kwargs) -> None:
         super().__init__(config=config, **kwargs)
+        set_torch_threads(config.torch_threads)
         self.env = None
         self._test_envs: dict[int, Any] = {}
         self.module = None

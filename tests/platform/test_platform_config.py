@@ -209,6 +209,14 @@ BAD = [
         ["training.num_env_runners: must be an integer >= 0"],
     ),
     (
+        with_(training={"torch_threads": -1}),
+        ["training.torch_threads: must be an integer >= 0 (0: torch's default)"],
+    ),
+    (
+        with_(training={"obs_last_action": "sometimes"}),
+        ["training.obs_last_action: must be true or false"],
+    ),
+    (
         with_(training={"device": "tpu"}),
         ["training.device: unknown 'tpu'", "allowed: cpu, cuda, auto"],
     ),
@@ -347,7 +355,7 @@ def test_flatten_trial_config_has_every_hyperparameter():
     assert flat["algorithm"] == "qmix" and flat["training.lr"] == "0.001"
     assert flat["evaluation.interval"] == "5000" and flat["plasticity.method"] == "none"
     assert all(isinstance(v, str) for v in flat.values())
-    assert len([k for k in flat if k.startswith("training.")]) == 20
+    assert len([k for k in flat if k.startswith("training.")]) == 23
 
 
 def test_tasks_fill_env_and_steps_and_round_trip():

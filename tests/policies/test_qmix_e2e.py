@@ -28,21 +28,46 @@ def _random_return(env_name, env_config, episodes=200):
     return total / episodes
 
 
-@pytest.mark.e2e
-def test_qmix_solves_the_two_step_game(ray_local):
-    algo = _config(
-        "matrix:two_step",
+def _two_step(**overrides):
+    """QMIX on the two-step game, sized to reach the best joint return (8) in 6000 steps."""
+    settings = dict(
         td_lambda=0.0,
         target_update_interval=50,
         epsilon_anneal_steps=2000,
         test_interval=1000,
         test_episodes=4,
-    ).build_algo()
+    )
+    return _config("matrix:two_step", **{**settings, **overrides})
+
+
+@pytest.mark.e2e
+def test_qmix_solves_the_two_step_game(ray_local):
+    algo = _two_step().build_algo()
     try:
         metrics = _train(algo, 6000)
     finally:
         algo.stop()
     assert metrics["test_return"] == pytest.approx(8.0)
+
+
+@pytest.mark.e2e
+def test_remote_runner_samples_while_the_learner_updates(ray_local):
+    # One EnvRunner actor plays the next episodes while the driver learns on the last ones.
+    algo = _two_step(runners=1, sample_while_learning=True).build_algo()
+    try:
+        metrics = _train(algo, 6000)
+        assert algo._samples_in_flight == 1  # the next episode is already being played
+        remote_steps = algo.env_runner_group.foreach_env_runner(
+            lambda r: r.num_env_steps_sampled_lifetime, local_env_runner=False
+        )
+    finally:
+        algo.stop()
+    assert metrics["test_return"] == pytest.approx(8.0)
+    # Every collected episode reached the buffer; one update per episode past the first 31.
+    assert len(algo.replay_buffer) == metrics["episodes"]
+    assert metrics["learner_updates"] == metrics["episodes"] - 31
+    # The runner played everything collected plus the one episode still in flight.
+    assert remote_steps == [metrics["env_steps"] + 2]
 
 
 @pytest.mark.e2e

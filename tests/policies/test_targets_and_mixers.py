@@ -81,3 +81,18 @@ def test_unknown_mixer_names_the_field():
 
     with pytest.raises(ValueError, match=r"training.mixer.*'qmix', 'vdn'"):
         build_mixer("qplex", 2, 3)
+
+
+def test_qmix_mixer_matches_the_hypernetwork_formula():
+    # Q_tot = |W_final(s)| . ELU(q |W1(s)| + b1(s)) + V(s), written out with matmuls.
+    torch.manual_seed(0)
+    mixer = QMixer(n_agents=3, state_dim=5, embed_dim=8, hypernet_dim=16)
+    qs, states = torch.randn(4, 6, 3), torch.randn(4, 6, 5)
+    s = states.reshape(-1, 5)
+    w1 = mixer.hyper_w1(s).abs().view(-1, 3, 8)
+    hidden = torch.nn.functional.elu(
+        torch.bmm(qs.reshape(-1, 1, 3), w1) + mixer.hyper_b1(s).view(-1, 1, 8)
+    )
+    expected = torch.bmm(hidden, mixer.hyper_w_final(s).abs().view(-1, 8, 1)).view(-1)
+    expected = (expected + mixer.value(s).view(-1)).view(4, 6)
+    assert torch.allclose(mixer(qs, states), expected, atol=1e-6)

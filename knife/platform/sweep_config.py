@@ -7,6 +7,8 @@ options and the MLflow experiment. The grid axes are
 * `seeds`     -> `seed`
 * `sequences` -> `tasks` (a name -> a list of tasks, or a `tasks:` mapping with options)
 * `params`    -> any other config key by dotted path, as `{grid: [...]}` or `{choice: [...]}`
+* `exclude`   -> grid points to leave out: a list of {axis or dotted key: value} mappings, e.g.
+                 `- {algorithm: vdn, methods: reborn}` (ReBorn acts on the QMIX mixer only)
 
 and a `{grid: [...]}` / `{choice: [...]}` mapping written anywhere inside `base` is an axis
 too. `grid` values are crossed (every combination is a trial); `choice` values are drawn by
@@ -39,7 +41,7 @@ from knife.platform.config import (
 )
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "tune", "mlflow", "plugins")
-GRID_KEYS = ("methods", "seeds", "sequences", "params")
+GRID_KEYS = ("methods", "seeds", "sequences", "params", "exclude")
 TUNE_KEYS = (
     "metric",
     "mode",
@@ -125,6 +127,9 @@ class SweepConfig:
     plugins: tuple[str, ...] = ()
     description: str = ""
     source: str | None = None  # the file it was read from
+    # Grid points left out: each a {dotted target: value label} mapping; a point matching
+    # every entry of one of them is not a trial.
+    exclude: tuple[dict[str, str], ...] = ()
 
     @property
     def grid_axes(self) -> tuple[Axis, ...]:
@@ -139,7 +144,10 @@ class SweepConfig:
         grid = self.grid_axes
         out = []
         combos = itertools.product(*(range(len(a.values)) for a in grid)) if grid else [()]
-        for index, combo in enumerate(combos):
+        for combo in combos:
+            chosen = {a.target: a.labels[i] for a, i in zip(grid, combo, strict=True)}
+            if any(all(chosen[k] == v for k, v in ex.items()) for ex in self.exclude):
+                continue
             overrides: dict[str, Any] = {}
             sources: dict[str, str] = {}
             parts = []
@@ -152,7 +160,7 @@ class SweepConfig:
                 sources.setdefault(axis.target, axis.source(0))
             config = build_trial_config(self.base, overrides)
             label = "-".join(parts) or self.name
-            out.append(TrialSpec(index, label, overrides, sources, config))
+            out.append(TrialSpec(len(out), label, overrides, sources, config))
         return out
 
     def num_trials(self) -> int:
@@ -331,6 +339,34 @@ def _parse_grid(raw: Any) -> list[Axis]:
     return axes
 
 
+def _parse_exclude(raw: Any, axes: list[Axis]) -> tuple[dict[str, str], ...]:
+    """`grid.exclude` -> {dotted target: value label} mappings, checked against the axes."""
+    by_name = {a.name.removeprefix("grid.").removeprefix("params."): a for a in axes}
+    by_name.update({a.target: a for a in axes if a.kind == "grid"})
+    out = []
+    for i, item in enumerate(_list("grid.exclude", raw)):
+        where = f"grid.exclude[{i}]"
+        item = require_mapping(where, item)
+        if not item:
+            raise ConfigError(f"{where}: empty; name at least one axis and its value")
+        entry = {}
+        for key, value in item.items():
+            axis = by_name.get(key)
+            if axis is None or axis.kind != "grid":
+                allowed = sorted(k for k, a in by_name.items() if a.kind == "grid")
+                raise unknown_key(where, key, allowed)
+            pairs = zip(axis.values, axis.labels, strict=True)
+            label = next((lab for v, lab in pairs if value in (v, lab)), None)
+            if label is None:
+                raise ConfigError(
+                    f"{where}.{key}: {value!r} is not on that axis; allowed: "
+                    f"{', '.join(axis.labels)}"
+                )
+            entry[axis.target] = label
+        out.append(entry)
+    return tuple(out)
+
+
 def _parse_tune(raw: Any) -> TuneOptions:
     raw = {} if raw is None else require_mapping("tune", raw)
     _check_keys("tune", raw, TUNE_KEYS)
@@ -430,6 +466,9 @@ def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> Swe
                 "out of base"
             )
 
+    grid_raw = raw.get("grid") or {}
+    exclude = () if grid_raw.get("exclude") is None else _parse_exclude(grid_raw["exclude"], axes)
+
     mlflow_raw = {} if raw.get("mlflow") is None else require_mapping("mlflow", raw["mlflow"])
     _check_keys("mlflow", mlflow_raw, MLFLOW_KEYS)
     experiment = mlflow_raw.get("experiment", name)
@@ -445,7 +484,10 @@ def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> Swe
         plugins=plugins,
         description=description,
         source=source,
+        exclude=exclude,
     )
+    if not sweep.trials():
+        raise ConfigError("grid.exclude: leaves no trial to run")
     validate_trials(sweep)
     return sweep
 
@@ -493,6 +535,8 @@ def describe(sweep: SweepConfig) -> str:
     for axis in sweep.axes:
         shown = ", ".join(axis.labels)
         lines.append(f"  {axis.kind:6} {axis.target:24} <- {axis.name}: {shown}")
+    for ex in sweep.exclude:
+        lines.append("  left out: " + ", ".join(f"{k}={v}" for k, v in ex.items()))
     lines.append("")
     width = max(len(s.label) for s in specs)
     for spec in specs:

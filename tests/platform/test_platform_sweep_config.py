@@ -113,6 +113,36 @@ def test_params_and_inline_axes():
     assert "36 trial(s)" in text
 
 
+def test_exclude_leaves_out_matching_grid_points():
+    raw = sweep_with(
+        base__algorithm={"grid": ["qmix", "vdn"]},
+        grid__exclude=[{"algorithm": "vdn", "methods": "knife"}, {"seeds": 2, "sequences": "opts"}],
+    )
+    sweep = parse_sweep_config(raw)
+    trials = sweep.trials()
+    combos = {
+        (t.config["algorithm"], t.config["plasticity"]["method"], t.config["seed"],
+         t.config["tasks"]["name"])
+        for t in trials
+    }  # fmt: skip
+    assert not any(alg == "vdn" and m == "knife" for alg, m, _, _ in combos)
+    assert not any(seed == 2 and seq == "opts" for _, _, seed, seq in combos)
+    # 24 points, minus vdn-knife (6), minus seed 2 + opts (4), plus the one counted twice.
+    assert len(trials) == 24 - 6 - 4 + 1 == sweep.num_trials()
+    assert [t.index for t in trials] == list(range(len(trials)))
+    assert "left out: algorithm=vdn, plasticity.method=knife" in describe(sweep)
+
+
+def test_shipped_study_sweeps_leave_reborn_out_of_vdn():
+    for name in ("study_matrix", "study_stag_hunt", "study_smax_race"):
+        sweep = load_sweep_config(ROOT / "tune_configs" / f"{name}.yaml")
+        trials = sweep.trials()
+        pairs = {(t.config["algorithm"], t.config["plasticity"]["method"]) for t in trials}
+        assert len(pairs) == 11 + 10 and ("vdn", "reborn") not in pairs
+        assert {t.config["seed"] for t in trials} == {0, 1, 2, 3, 4}
+        assert len(trials) == 21 * 5 and sweep.tune.max_concurrent_trials == 2
+
+
 def test_shipped_quickstart_is_valid_and_small():
     sweep = load_sweep_config(ROOT / "tune_configs" / "quickstart.yaml")
     trials = sweep.trials()
@@ -156,6 +186,15 @@ BAD = [
     (sweep_with(grid__params={"seed": [1, 2]}), ["use grid.seeds"]),
     (sweep_with(plugins=["no_such_module_xyz"]), ["plugins[0]", "no_such_module_xyz"]),
     (sweep_with(mlflow={"experiment": ""}), ["mlflow.experiment"]),
+    (sweep_with(grid__exclude=[{"method": "knife"}]), ["grid.exclude[0]: unknown key 'method'"]),
+    (
+        sweep_with(grid__exclude=[{"methods": "redo"}]),
+        ["grid.exclude[0].methods: 'redo' is not on that axis", "allowed: none, knife"],
+    ),
+    (
+        sweep_with(grid__exclude=[{"methods": "none"}, {"methods": "knife"}]),
+        ["grid.exclude: leaves no trial to run"],
+    ),
 ]
 
 

@@ -109,6 +109,15 @@ def _draw(
         ax.legend(fontsize=8, loc="best")
 
 
+def _save(plt: Any, fig: Any, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def learning_curve_plot(
     curves: Mapping[str, Curve | Sequence[Curve]],
     boundaries: Sequence[tuple[int, float]],
@@ -124,12 +133,7 @@ def learning_curve_plot(
     _draw(ax, curves, boundaries, names)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def stagnant_plot(
@@ -149,9 +153,33 @@ def stagnant_plot(
         ax.set_ylabel("stagnant fraction")
         ax.set_ylim(-0.02, 1.02)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
+
+
+def stagnation_scatter_plot(
+    points: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
+    path: str | Path,
+    *,
+    title: str,
+) -> Path:
+    """One panel per network: stagnant fraction at the end of a task (x) against the area
+    under the test curve on the next task (y), one point per run and switch, by method."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, max(1, len(points)), figsize=(11, 4.2), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    methods = sorted({m for per_net in points.values() for m in per_net})
+    for ax, (network, by_method) in zip(axes[0], points.items(), strict=False):
+        for k, method in enumerate(methods):
+            xy = np.array(by_method.get(method, []), dtype=float).reshape(-1, 2)
+            if len(xy):
+                ax.scatter(xy[:, 0], xy[:, 1], s=14, color=cmap(k % 20), label=method, alpha=0.8)
+        ax.set_title(network, fontsize=10)
+        ax.set_xlabel("stagnant fraction at the end of the previous task")
+        ax.set_ylabel("AUC on the new task (mean test return)")
+        ax.set_xlim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    with_points = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+    if with_points:
+        with_points[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _save(plt, fig, path)

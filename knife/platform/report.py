@@ -1,18 +1,21 @@
 """`knife report EXPERIMENT`: aggregate a sweep's MLflow runs across seeds (DESIGN 10).
 
-Per sequence, task and method: the interquartile mean and 95% stratified-bootstrap interval
-(knife.platform.stats) of the final greedy test return, of the area under the test curve
-and, where the env has a win, of the final test win rate; plus an `all` row per method over
-the sequence's tasks (runs resampled within each task). Written as report.md and
-summary.csv with PNG plots (learning curves with task boundaries and intervals, stagnant
-fraction over time per network), and logged to MLflow as a report run in the same
-experiment.
+Per sequence, algorithm (QMIX/VDN), task and method: the interquartile mean and 95%
+stratified-bootstrap interval (knife.platform.stats) of the final greedy test return, of the
+area under the test curve and, where the env has a win, of the final test win rate; plus an
+`all` row per method over the sequence's tasks (runs resampled within each task). Written as
+report.md and summary.csv with PNG plots (learning curves with task boundaries and intervals,
+stagnant fraction over time per network, stagnant fraction at a task's end against the
+learning on the next task), plus runs.csv, the raw per-run, per-task values every table and
+scatter plot is computed from; all logged to MLflow as a report run in the same experiment.
 
 Where the numbers come from, per run (the latest value of each metric):
 * a task of a sequence: `task/<i>/final_test_return`, `task/<i>/auc`,
   `task/<i>/final_test_win_rate` (the Algorithm's own per-task results);
 * a single-env run: the last `test_return` / `test_win_rate`, and the area under its logged
   test curve divided by its span (the same definition as the per-task AUC).
+* stagnant fraction at the end of a task: the last logged `plasticity/stagnant_fraction/<net>`
+  before the next task starts (before any intervention at the switch), or the run's last.
 A run without a value for a cell (stopped before that task ended) is left out of that cell;
 the `seeds` column says how many runs each number rests on.
 """
@@ -38,6 +41,7 @@ from knife.platform.mlflow_plots import (
     history,
     learning_curve_plot,
     stagnant_plot,
+    stagnation_scatter_plot,
     task_boundaries,
 )
 from knife.platform.stats import REPS, Estimate, curve_bands, stratified_bootstrap
@@ -50,11 +54,27 @@ if TYPE_CHECKING:
 SCORES = ("final_return", "auc", "final_win_rate")
 CSV_COLUMNS = (
     "sequence",
+    "algorithm",
     "task",
     "task_name",
     "method",
     "seeds",
     *(f"{s}_{part}" for s in SCORES for part in ("iqm", "ci_low", "ci_high")),
+    *(f"stagnant_{network}_end_iqm" for network in NETWORKS),
+)
+RUN_COLUMNS = (
+    "run_id",
+    "sequence",
+    "algorithm",
+    "method",
+    "seed",
+    "task",
+    "task_name",
+    "start_env_steps",
+    "final_return",
+    "auc",
+    "final_win_rate",
+    *(f"stagnant_{network}_end" for network in NETWORKS),
 )
 CURVE_POINTS = 100  # stagnant-fraction curves are resampled onto this many env steps
 
@@ -65,6 +85,8 @@ class TaskScores:
     final_return: float | None = None
     auc: float | None = None
     final_win_rate: float | None = None
+    start_env_steps: float | None = None
+    stagnant_end: dict[str, float] = field(default_factory=dict)  # network -> fraction
 
 
 @dataclass
@@ -73,6 +95,7 @@ class RunData:
     method: str
     seed: str
     sequence: str
+    algorithm: str = "qmix"
     tasks: dict[int, TaskScores] = field(default_factory=dict)
     boundaries: list[tuple[int, float]] = field(default_factory=list)
     test_curves: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -121,6 +144,7 @@ def load_run(client: MlflowClient, run: Any) -> RunData:
         method=tags.get("method", "none"),
         seed=tags.get("seed", "?"),
         sequence=tags.get("sequence", "none"),
+        algorithm=tags.get("algorithm", "qmix"),
     )
     indices = _task_indices(metrics, tags)
     if not indices:  # one env, no task sequence
@@ -143,11 +167,26 @@ def load_run(client: MlflowClient, run: Any) -> RunData:
             )
             data.test_curves[i] = history(client, run.info.run_id, prefix + "test_return")
         data.boundaries = task_boundaries(metrics)
+        for i, start in data.boundaries:
+            if i in data.tasks:
+                data.tasks[i].start_env_steps = start
     for network in NETWORKS:
         steps, values = history(client, run.info.run_id, STAGNANT_KEY.format(network=network))
         if len(steps):
             data.stagnant[network] = (steps, values)
+    _stagnant_at_task_ends(data)
     return data
+
+
+def _stagnant_at_task_ends(data: RunData) -> None:
+    """Each task's last stagnant fraction logged before the next task starts."""
+    starts = dict(data.boundaries)
+    for i, task in data.tasks.items():
+        end = starts.get(i + 1, math.inf)
+        for network, (steps, values) in data.stagnant.items():
+            before = np.flatnonzero(steps < end)
+            if len(before):
+                task.stagnant_end[network] = float(values[before[-1]])
 
 
 def finished_runs(client: MlflowClient, experiment: str) -> tuple[str, list[Any]]:
@@ -191,16 +230,17 @@ def _estimate(values: Iterable[float | None], reps: int, seed: int) -> Estimate 
 
 def aggregate(runs: list[RunData], reps: int = REPS, seed: int = 0) -> list[dict[str, Any]]:
     """One row per (sequence, task, method), then an `all` row per (sequence, method)."""
-    groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[RunData]] = defaultdict(list)
     for run in runs:
-        groups[(run.sequence, run.method)].append(run)
+        groups[(run.sequence, run.algorithm, run.method)].append(run)
     rows = []
-    for (sequence, method), members in sorted(groups.items()):
+    for (sequence, algorithm, method), members in sorted(groups.items()):
         indices = sorted({i for r in members for i in r.tasks})
         for i in indices:
             cell = [r.tasks[i] for r in members if i in r.tasks]
             row: dict[str, Any] = {
                 "sequence": sequence,
+                "algorithm": algorithm,
                 "task": str(i),
                 "task_name": cell[0].name,
                 "method": method,
@@ -213,13 +253,18 @@ def aggregate(runs: list[RunData], reps: int = REPS, seed: int = 0) -> list[dict
                     seeds = est.n
             row["seeds"] = seeds
             rows.append(row)
+            for network in NETWORKS:
+                est = _estimate((t.stagnant_end.get(network) for t in cell), reps, seed)
+                row[f"stagnant_{network}_end_iqm"] = None if est is None else est.value
         if len(indices) > 1:
-            rows.append(_all_tasks_row(sequence, method, members, indices, reps, seed))
-    # Per sequence: task 0 (every method), task 1, ..., then `all`.
+            row = _all_tasks_row(sequence, method, members, indices, reps, seed)
+            rows.append({**row, "algorithm": algorithm})
+    # Per sequence and algorithm: task 0 (every method), task 1, ..., then `all`.
     return sorted(
         rows,
         key=lambda r: (
             r["sequence"],
+            r["algorithm"],
             r["task"] == "all",
             int(r["task"]) if r["task"] != "all" else 0,
             r["method"],
@@ -271,6 +316,69 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def write_runs_csv(runs: list[RunData], path: Path) -> Path:
+    """The raw values behind the tables: one row per run and task."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=RUN_COLUMNS)
+        writer.writeheader()
+        for run in sorted(runs, key=lambda r: (r.sequence, r.algorithm, r.method, r.seed)):
+            for i, task in sorted(run.tasks.items()):
+                row = {
+                    "run_id": run.run_id,
+                    "sequence": run.sequence,
+                    "algorithm": run.algorithm,
+                    "method": run.method,
+                    "seed": run.seed,
+                    "task": i,
+                    "task_name": task.name,
+                    "start_env_steps": task.start_env_steps,
+                    "final_return": task.final_return,
+                    "auc": task.auc,
+                    "final_win_rate": task.final_win_rate,
+                }
+                for network in NETWORKS:
+                    row[f"stagnant_{network}_end"] = task.stagnant_end.get(network)
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return path
+
+
+def stagnation_points(
+    runs: list[RunData],
+) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """network -> method -> [(stagnant fraction at the end of task i-1, AUC on task i)]."""
+    out: dict[str, dict[str, list[tuple[float, float]]]] = {n: defaultdict(list) for n in NETWORKS}
+    for run in runs:
+        for i, task in run.tasks.items():
+            before = run.tasks.get(i - 1)
+            if before is None or task.auc is None:
+                continue
+            for network, fraction in before.stagnant_end.items():
+                out[network][run.method].append((fraction, task.auc))
+    return out
+
+
+def spearman(points: Iterable[tuple[float, float]]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None below 3 points or when
+    either side is constant."""
+    xy = np.array(list(points), dtype=float).reshape(-1, 2)
+    if len(xy) < 3:
+        return None
+    ranks = [_average_ranks(xy[:, k]) for k in (0, 1)]
+    if ranks[0].std() == 0 or ranks[1].std() == 0:
+        return None
+    return float(np.corrcoef(ranks[0], ranks[1])[0, 1])
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=float)
+    for value in np.unique(values):  # ties share their mean rank
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
 def _cell(row: Mapping[str, Any], score: str) -> str:
     value = row.get(f"{score}_iqm")
     if value is None:
@@ -279,8 +387,15 @@ def _cell(row: Mapping[str, Any], score: str) -> str:
 
 
 def write_markdown(
-    rows: list[dict[str, Any]], path: Path, experiment: str, n_runs: int, plots: list[Path]
+    rows: list[dict[str, Any]],
+    path: Path,
+    experiment: str,
+    n_runs: int,
+    plots: list[Path],
+    correlations: Mapping[tuple[str, str, str], float | None] | None = None,
 ) -> Path:
+    """report.md: per sequence and algorithm, the score table, the stagnant fraction at
+    each task's end, and the rank correlation of stagnation with learning on the next task."""
     has_win = any(r.get("final_win_rate_iqm") is not None for r in rows)
     head = ["task", "method", "seeds", "final test return", "AUC (mean test return)"]
     if has_win:
@@ -292,16 +407,40 @@ def write_markdown(
         "[95% stratified bootstrap interval]. `all`: over the sequence's tasks "
         "(raw returns, not normalized), runs resampled within each task.",
     ]
-    for sequence in sorted({r["sequence"] for r in rows}):
-        lines += ["", f"## Sequence `{sequence}`", ""]
+    for sequence, algorithm in sorted({(r["sequence"], r["algorithm"]) for r in rows}):
+        group = [r for r in rows if (r["sequence"], r["algorithm"]) == (sequence, algorithm)]
+        lines += ["", f"## Sequence `{sequence}`, algorithm `{algorithm}`", ""]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
-        for r in (r for r in rows if r["sequence"] == sequence):
+        for r in group:
             task = "all" if r["task"] == "all" else f"{r['task']}: {r['task_name']}"
             cells = [task, r["method"], str(r["seeds"]), _cell(r, "final_return"), _cell(r, "auc")]
             if has_win:
                 cells.append(_cell(r, "final_win_rate"))
             lines.append("| " + " | ".join(cells) + " |")
+        stagnant = [r for r in group if r["task"] != "all"]
+        if any(r.get(f"stagnant_{n}_end_iqm") is not None for r in stagnant for n in NETWORKS):
+            lines += [
+                "",
+                "Stagnant fraction at the end of each task (IQM across seeds; measured before "
+                "any intervention at the switch):",
+                "",
+                "| task | method | " + " | ".join(NETWORKS) + " |",
+                "|---|---|" + "---|" * len(NETWORKS),
+            ]
+            for r in stagnant:
+                values = [r.get(f"stagnant_{n}_end_iqm") for n in NETWORKS]
+                shown = ["-" if v is None else f"{v:.3f}" for v in values]
+                task = f"{r['task']}: {r['task_name']}"
+                lines.append(f"| {task} | {r['method']} | " + " | ".join(shown) + " |")
+        rhos = {n: (correlations or {}).get((sequence, algorithm, n)) for n in NETWORKS}
+        if any(v is not None for v in rhos.values()):
+            text = ", ".join(f"{n} {v:+.2f}" for n, v in rhos.items() if v is not None)
+            lines += [
+                "",
+                "Spearman rank correlation, over every run and task switch, of the stagnant "
+                f"fraction at the end of a task with the AUC on the next task: {text}.",
+            ]
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{p.stem}]({p.name})" for p in plots]
@@ -322,12 +461,31 @@ def _segments(members: list[RunData], index: int, reps: int, seed: int) -> tuple
     return Curve(grid, center, low, high), len(curves)
 
 
-def write_plots(runs: list[RunData], out: Path, reps: int, seed: int) -> list[Path]:
-    by_sequence: dict[str, dict[str, list[RunData]]] = defaultdict(lambda: defaultdict(list))
+def _by_group(runs: list[RunData]) -> dict[tuple[str, str], list[RunData]]:
+    """(sequence, algorithm) -> its runs."""
+    groups: dict[tuple[str, str], list[RunData]] = defaultdict(list)
     for run in runs:
-        by_sequence[run.sequence][run.method].append(run)
+        groups[(run.sequence, run.algorithm)].append(run)
+    return dict(sorted(groups.items()))
+
+
+def correlations(runs: list[RunData]) -> dict[tuple[str, str, str], float | None]:
+    """(sequence, algorithm, network) -> Spearman's rho of stagnation vs next-task AUC."""
+    out = {}
+    for (sequence, algorithm), members in _by_group(runs).items():
+        for network, by_method in stagnation_points(members).items():
+            pooled = [p for pts in by_method.values() for p in pts]
+            out[(sequence, algorithm, network)] = spearman(pooled)
+    return out
+
+
+def write_plots(runs: list[RunData], out: Path, reps: int, seed: int) -> list[Path]:
     files = []
-    for sequence, methods in sorted(by_sequence.items()):
+    for (sequence, algorithm), members_all in _by_group(runs).items():
+        methods: dict[str, list[RunData]] = defaultdict(list)
+        for run in members_all:
+            methods[run.method].append(run)
+        group = f"{sequence}_{algorithm}"
         some = next(iter(methods.values()))
         names = {i: t.name for r in some for i, t in r.tasks.items()}
         starts: dict[int, list[float]] = defaultdict(list)
@@ -350,8 +508,9 @@ def write_plots(runs: list[RunData], out: Path, reps: int, seed: int) -> list[Pa
             learning_curve_plot(
                 curves,
                 bounds,
-                out / f"learning_curves_{sequence}.png",
-                title=f"{sequence}: greedy test return, IQM across seeds with 95% bootstrap CI",
+                out / f"learning_curves_{group}.png",
+                title=f"{sequence} ({algorithm}): greedy test return, IQM across seeds "
+                "with 95% bootstrap CI",
                 names=names,
             )
         )
@@ -372,11 +531,22 @@ def write_plots(runs: list[RunData], out: Path, reps: int, seed: int) -> list[Pa
             stagnant_plot(
                 panels,
                 bounds,
-                out / f"stagnant_fraction_{sequence}.png",
-                title=f"{sequence}: stagnant fraction, IQM across seeds with 95% bootstrap CI",
+                out / f"stagnant_fraction_{group}.png",
+                title=f"{sequence} ({algorithm}): stagnant fraction, IQM across seeds with "
+                "95% bootstrap CI",
                 names=names,
             )
         )
+        points = stagnation_points(members_all)
+        if any(points[n] for n in NETWORKS):
+            files.append(
+                stagnation_scatter_plot(
+                    points,
+                    out / f"stagnation_vs_learning_{group}.png",
+                    title=f"{sequence} ({algorithm}): stagnation at a task's end vs learning "
+                    "on the next task (one point per run and switch)",
+                )
+            )
     return files
 
 
@@ -438,8 +608,9 @@ def build_report(
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(runs, out, reps, seed)
-    files = [write_csv(rows, out / "summary.csv")]
-    files.append(write_markdown(rows, out / "report.md", experiment, len(runs), plots))
+    files = [write_csv(rows, out / "summary.csv"), write_runs_csv(runs, out / "runs.csv")]
+    rhos = correlations(runs)
+    files.append(write_markdown(rows, out / "report.md", experiment, len(runs), plots, rhos))
     files += plots
     run_id = _log_report(client, experiment_id, files, rows) if log_to_mlflow else None
     return ReportResult(out, rows, files, len(runs), run_id)

@@ -35,6 +35,9 @@ CURVES = {
 SEQ = {
     "redo": {0: [(8.0, 6.0), (1.0, 0.5)], 1: [(6.0, 5.0), (3.0, 2.5)]},
 }
+# Sequence runs' agent stagnant fraction: (env step, value); task 1 starts at step 100, so task
+# 0 ends with the value at step 50 (the value logged at the switch, 100, is after it).
+STAGNANT = {0: [(50, 0.2), (100, 0.9), (150, 0.3)], 1: [(50, 0.4), (100, 0.8), (150, 0.6)]}
 EXPERIMENT = "handmade"
 
 
@@ -74,6 +77,11 @@ def store(tmp_path_factory):
                     _log_curve(
                         log, f"task/{i}/test_return", [(100 * i, 0.0), (100 * i + 100, final)]
                     )
+                _log_curve(log, "plasticity/stagnant_fraction/agent", STAGNANT[seed])
+    # The same method under VDN: its own rows, not pooled with QMIX's.
+    tags = {**base, "algorithm": "vdn", "method": "none", "seed": 0, "sequence": "none"}
+    with TrialLogger(uri, EXPERIMENT, run_name="vdn-none-0", tags={**tags, "env": "x"}) as log:
+        _log_curve(log, "test_return", [(100, -7.0), (200, -7.0)])
     # Not counted: an unfinished trial and an earlier report run.
     log = TrialLogger(uri, EXPERIMENT, tags={**base, "method": "none", "seed": "9"})
     log.start()
@@ -106,7 +114,10 @@ def test_report_tables_match_a_hand_computation(store, tmp_path, capsys, monkeyp
     rows = {
         (r["sequence"], r["task"], r["method"]): r
         for r in csv.DictReader(open(out / "summary.csv"))
+        if r["algorithm"] == "qmix"
     }
+    [vdn] = [r for r in csv.DictReader(open(out / "summary.csv")) if r["algorithm"] == "vdn"]
+    assert (vdn["method"], vdn["seeds"], float(vdn["final_return_iqm"])) == ("none", "1", -7.0)
 
     # Single env: final = last test; AUC = trapezoid / span; 4 seeds each
     for method, seeds in CURVES.items():
@@ -139,15 +150,47 @@ def test_report_tables_match_a_hand_computation(store, tmp_path, capsys, monkeyp
     assert float(everything["final_return_iqm"]) == 4.5
     assert len(rows) == 2 + 3  # (none, knife) on one env + redo x (task 0, task 1, all)
 
+    # Stagnant fraction at each task's end: IQM over the two seeds (= their mean).
+    assert float(rows[("two", "0", "redo")]["stagnant_agent_end_iqm"]) == pytest.approx(0.3)
+    assert float(rows[("two", "1", "redo")]["stagnant_agent_end_iqm"]) == pytest.approx(0.45)
+    assert rows[("two", "0", "redo")]["stagnant_mixer_end_iqm"] == ""  # never logged
+
+    # runs.csv: the raw value behind every cell, one row per run and task.
+    raw = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(raw) == 8 + 1 + 2 * 2  # single-env qmix, single-env vdn, 2 seeds x 2 tasks
+    redo0 = [r for r in raw if r["method"] == "redo" and r["seed"] == "0"]
+    assert [(r["task"], r["task_name"], float(r["final_return"])) for r in redo0] == [
+        ("0", "climb", 8.0),
+        ("1", "pen", 1.0),
+    ]
+    assert [float(r["stagnant_agent_end"]) for r in redo0] == [0.2, 0.3]
+    assert [float(r["start_env_steps"]) for r in redo0] == [0.0, 100.0]
+
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == [
-        "learning_curves_none.png",
-        "learning_curves_two.png",
-        "stagnant_fraction_none.png",
-        "stagnant_fraction_two.png",
+        "learning_curves_none_qmix.png",
+        "learning_curves_none_vdn.png",
+        "learning_curves_two_qmix.png",
+        "stagnant_fraction_none_qmix.png",
+        "stagnant_fraction_none_vdn.png",
+        "stagnant_fraction_two_qmix.png",
+        "stagnation_vs_learning_two_qmix.png",
     ]
     md = (out / "report.md").read_text()
+    assert "## Sequence `none`, algorithm `vdn`" in md
     assert "| 0: matrix:climbing | none | 4 | 5.000 [" in md
+    assert "| 0: climb | redo | 0.300 | - |" in md
+
+
+def test_spearman_rank_correlation():
+    from knife.platform.report import spearman
+
+    assert spearman([(0.1, 5.0), (0.5, 3.0), (0.9, 1.0)]) == pytest.approx(-1.0)
+    assert spearman([(0.1, 1.0), (0.2, 1.5), (0.9, 9.0), (0.5, 2.0)]) == pytest.approx(1.0)
+    # ties take their mean rank: ranks x (0.5, 0.5, 2), y (0, 1, 2)
+    assert spearman([(0.3, 1.0), (0.3, 2.0), (0.7, 3.0)]) == pytest.approx(0.8660254)
+    assert spearman([(0.1, 1.0), (0.2, 2.0)]) is None  # too few points
+    assert spearman([(0.5, 1.0), (0.5, 2.0), (0.5, 3.0)]) is None  # constant side
 
 
 def test_report_run_is_logged_and_skipped_next_time(store, tmp_path, monkeypatch):

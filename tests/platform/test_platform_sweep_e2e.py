@@ -338,7 +338,13 @@ def test_report_on_the_sweep_matches_a_hand_computation(ci_sweep):
                 assert float(row[f"{score}_ci_high"]) == pytest.approx(max(values))
     assert (out / "report.md").exists()
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["learning_curves_climb_pen.png", "stagnant_fraction_climb_pen.png"]
+    assert pngs == [
+        "learning_curves_climb_pen_qmix.png",
+        "stagnant_fraction_climb_pen_qmix.png",
+        "stagnation_vs_learning_climb_pen_qmix.png",
+    ]
+    raw = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(raw) == 4 * 2 and all(r["stagnant_agent_end"] != "" for r in raw)
     client = client_for(ci_sweep.runs)
     exp = client.get_experiment_by_name("ci")
     reports = [

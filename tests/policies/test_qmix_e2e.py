@@ -28,21 +28,16 @@ def _random_return(env_name, env_config, episodes=200):
     return total / episodes
 
 
-def _two_step(**overrides):
-    """QMIX on the two-step game, sized to reach the best joint return (8) in 6000 steps."""
-    settings = dict(
+@pytest.mark.e2e
+def test_qmix_solves_the_two_step_game(ray_local):
+    algo = _config(
+        "matrix:two_step",
         td_lambda=0.0,
         target_update_interval=50,
         epsilon_anneal_steps=2000,
         test_interval=1000,
         test_episodes=4,
-    )
-    return _config("matrix:two_step", **{**settings, **overrides})
-
-
-@pytest.mark.e2e
-def test_qmix_solves_the_two_step_game(ray_local):
-    algo = _two_step().build_algo()
+    ).build_algo()
     try:
         metrics = _train(algo, 6000)
     finally:
@@ -52,8 +47,10 @@ def test_qmix_solves_the_two_step_game(ray_local):
 
 @pytest.mark.e2e
 def test_remote_runner_samples_while_the_learner_updates(ray_local):
-    # One EnvRunner actor plays the next episodes while the driver learns on the last ones.
-    algo = _two_step(runners=1, sample_while_learning=True).build_algo()
+    # The two-step game as above, played by one EnvRunner actor while the driver learns.
+    two_step = dict(td_lambda=0.0, target_update_interval=50, epsilon_anneal_steps=2000)
+    cfg = _config("matrix:two_step", runners=1, test_interval=1000, test_episodes=4, **two_step)
+    algo = cfg.training(sample_while_learning=True).build_algo()
     try:
         metrics = _train(algo, 6000)
         assert algo._samples_in_flight == 1  # the next episode is already being played

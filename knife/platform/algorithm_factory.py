@@ -45,11 +45,13 @@ def training_kwargs(cfg: TrialConfig) -> dict[str, Any]:
     return kwargs
 
 
-def algorithm_config(cfg: TrialConfig) -> AlgorithmConfig:
-    """The QMixConfig of a trial (not built), e.g. for Tune."""
+def algorithm_config(cfg: TrialConfig, device: str | None = None) -> AlgorithmConfig:
+    """The QMixConfig of a trial (not built), e.g. for Tune. `device` ('cpu' | 'cuda'), if
+    given, replaces resolving `training.device` against this process's own GPUs (a sweep
+    driver on a cluster head without a GPU asks for the cluster's)."""
     from knife.policies import QMixConfig
 
-    use_gpu = resolve_device(cfg.training.device) == "cuda"
+    use_gpu = (device or resolve_device(cfg.training.device)) == "cuda"
     config = (
         QMixConfig()
         .environment(env=cfg.env, env_config=dict(cfg.env_config))

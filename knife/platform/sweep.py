@@ -133,6 +133,18 @@ def trial_dirname(trial: Any) -> str:
     return f"{trial.config['variant']['label']}_{trial.trial_id}"
 
 
+def trial_device(device: str) -> str:
+    """Where a trial's learner will run, judged by the cluster rather than by this driver
+    process (on a cluster the driver often has no GPU): 'cuda' asks Ray for a GPU per trial,
+    'auto' does so when the cluster has GPUs."""
+    import ray
+
+    if device == "auto":
+        gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+        return "cuda" if gpus > 0 else "cpu"
+    return device
+
+
 def trial_resources(config: Mapping[str, Any]) -> Any:
     """What the trial's algorithm asks for (1 CPU with no remote EnvRunners/Learners), or
     tune.resources_per_trial for the trial's own bundle."""
@@ -142,7 +154,8 @@ def trial_resources(config: Mapping[str, Any]) -> Any:
     from knife.policies import QMix
 
     cfg = parse_trial_config(trial_dict(config))
-    request = QMix.default_resource_request(algorithm_config(cfg))
+    device = trial_device(cfg.training.device)
+    request = QMix.default_resource_request(algorithm_config(cfg, device))
     bundles = [dict(b) for b in request.bundles]
     override = config[META].get("resources_per_trial")
     if override:

@@ -143,6 +143,18 @@ def test_shipped_study_sweeps_leave_reborn_out_of_vdn():
         assert len(trials) == 21 * 5 and sweep.tune.max_concurrent_trials == 2
 
 
+def test_shipped_smacv2_study_needs_starcraft_and_says_how_to_get_it():
+    # The full-scale study runs in the GPU image; here (no smacv2) it stops before Ray starts.
+    from knife.envs._smacv2_races import has_module
+
+    path = ROOT / "tune_configs" / "study_smacv2_race.yaml"
+    if has_module("smacv2"):
+        assert len(load_sweep_config(path).trials()) == 21 * 5
+        return
+    with pytest.raises(ConfigError, match=r"grid\.sequences\.smacv2_race.*pip install git\+"):
+        load_sweep_config(path)
+
+
 def test_shipped_quickstart_is_valid_and_small():
     sweep = load_sweep_config(ROOT / "tune_configs" / "quickstart.yaml")
     trials = sweep.trials()
@@ -359,3 +371,29 @@ def test_ui_binds_loopback_and_needs_a_store(tmp_path, capsys, monkeypatch):
     # a tracking server: say where it is, start nothing
     rc = cli.main(["ui", "--tracking-uri", "http://127.0.0.1:5999"])
     assert rc == 0 and "http://127.0.0.1:5999" in capsys.readouterr().out
+
+
+def test_trial_gpu_request_is_judged_by_the_cluster_not_the_driver():
+    # The sweep driver often runs on a GPU-less head: `device: cuda` must still ask Ray for a
+    # GPU per trial (the trial resolves the device where it lands), and `auto` follows the
+    # cluster's resources (none here: Ray is not running in this test).
+    from knife.platform.sweep import trial_device, trial_resources
+    from knife.platform.trial_runner import META
+
+    def request(device, override=None):
+        config = {
+            META: {"resources_per_trial": override},
+            "base": {
+                "algorithm": "qmix",
+                "env": "matrix:two_step",
+                "steps": 100,
+                "training": {"device": device, "num_env_runners": 2},
+            },
+            "variant": {"label": "x", "overrides": {}},
+        }
+        return [dict(b) for b in trial_resources(config).bundles]
+
+    assert trial_device("cuda") == "cuda" and trial_device("auto") == "cpu"
+    assert request("cuda") == [{"CPU": 1.0, "GPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}]
+    assert request("auto") == [{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}]
+    assert request("cpu", {"cpu": 2, "gpu": 1})[0] == {"CPU": 2.0, "GPU": 1.0}

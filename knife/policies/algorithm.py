@@ -246,8 +246,6 @@ class QMix(Algorithm):
         returns = [ep.episode_return for ep in episodes]
         won = [float(ep.info["battle_won"]) for ep in episodes if "battle_won" in ep.info]
         log = {
-            "train_return": float(np.mean(returns)),
-            "train_episode_len": float(np.mean([ep.length for ep in episodes])),
             "epsilon": linear_epsilon(
                 self._epsilon_steps(),
                 cfg.epsilon_start,
@@ -257,6 +255,9 @@ class QMix(Algorithm):
             "sample_seconds": sample_s,
             "learn_seconds": learn_s,
         }
+        if episodes:  # none when the only remote EnvRunner died (RLlib restarts it)
+            log["train_return"] = float(np.mean(returns))
+            log["train_episode_len"] = float(np.mean([ep.length for ep in episodes]))
         if won:
             log["train_win_rate"] = float(np.mean(won))
         for key, value in log.items():

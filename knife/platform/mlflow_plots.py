@@ -163,7 +163,8 @@ def stagnation_scatter_plot(
     title: str,
 ) -> Path:
     """One panel per network: stagnant fraction at the end of a task (x) against the area
-    under the test curve on the next task (y), one point per run and switch, by method."""
+    under the test curve on the next task relative to that task's median (y), one point per
+    run and switch, by method."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, max(1, len(points)), figsize=(11, 4.2), squeeze=False)
     cmap = plt.get_cmap("tab20")
@@ -175,7 +176,8 @@ def stagnation_scatter_plot(
                 ax.scatter(xy[:, 0], xy[:, 1], s=14, color=cmap(k % 20), label=method, alpha=0.8)
         ax.set_title(network, fontsize=10)
         ax.set_xlabel("stagnant fraction at the end of the previous task")
-        ax.set_ylabel("AUC on the new task (mean test return)")
+        ax.set_ylabel("AUC on the new task - its median over runs")
+        ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_xlim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     with_points = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]

@@ -345,7 +345,16 @@ def write_runs_csv(runs: list[RunData], path: Path) -> Path:
 def stagnation_points(
     runs: list[RunData],
 ) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """network -> method -> [(stagnant fraction at the end of task i-1, AUC on task i)]."""
+    """network -> method -> [(stagnant fraction at the end of task i-1, relative AUC on
+    task i)], where the relative AUC is the run's AUC on task i minus the median AUC on task
+    i over all the given runs: tasks differ in what a return means, so each is centred on
+    its own median and a point says how much faster or slower than usual this run learned."""
+    aucs: dict[int, list[float]] = defaultdict(list)
+    for run in runs:
+        for i, task in run.tasks.items():
+            if task.auc is not None:
+                aucs[i].append(task.auc)
+    median = {i: float(np.median(v)) for i, v in aucs.items()}
     out: dict[str, dict[str, list[tuple[float, float]]]] = {n: defaultdict(list) for n in NETWORKS}
     for run in runs:
         for i, task in run.tasks.items():
@@ -353,7 +362,7 @@ def stagnation_points(
             if before is None or task.auc is None:
                 continue
             for network, fraction in before.stagnant_end.items():
-                out[network][run.method].append((fraction, task.auc))
+                out[network][run.method].append((fraction, task.auc - median[i]))
     return out
 
 
@@ -439,7 +448,8 @@ def write_markdown(
             lines += [
                 "",
                 "Spearman rank correlation, over every run and task switch, of the stagnant "
-                f"fraction at the end of a task with the AUC on the next task: {text}.",
+                "fraction at the end of a task with the AUC on the next task (relative to that "
+                f"task's median over all runs): {text}.",
             ]
     if plots:
         lines += ["", "## Plots", ""]

@@ -1,0 +1,87 @@
+"""One cell of the study (issue 7) re-run at tiny scale: the study's own sweep file, cut down
+to one method, one algorithm and two seeds with 60 env steps per task, goes through the real
+`knife sweep` (embedded Ray, SQLite MLflow) and `knife report`, and comes out in the format of
+the committed results in docs/results/ (same tables and columns; the numbers differ)."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from test_platform_sweep_e2e import knife_cmd, knife_env, write_sweep
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDY = ROOT / "tune_configs" / "study_matrix.yaml"
+COMMITTED = ROOT / "docs" / "results" / "study_matrix"
+
+
+def _table_headers(markdown: str) -> list[str]:
+    """Section headings (sequence/algorithm made generic) and table header rows."""
+    out = []
+    for line in markdown.splitlines():
+        if line.startswith("## Sequence"):
+            out.append("## Sequence")
+        elif line.startswith("| task |"):
+            out.append(line)
+    return out
+
+
+@pytest.mark.e2e
+def test_one_study_cell_at_tiny_scale_has_the_committed_report_format(tmp_path):
+    raw = yaml.safe_load(STUDY.read_text())
+    raw["name"] = raw["mlflow"]["experiment"] = "study_cell"
+    raw["base"]["algorithm"] = "qmix"
+    raw["base"]["evaluation"]["interval"] = 20
+    raw["base"]["plasticity"]["metrics_interval"] = 5
+    raw["grid"].update(methods=["knife"], seeds=[0, 1])
+    del raw["grid"]["exclude"]  # no VDN here
+    for task in raw["grid"]["sequences"]["matrix_payoffs"]["tasks"]:
+        task["steps"] = 60
+    sweep = write_sweep(tmp_path, raw)
+    runs = tmp_path / "runs"
+    run = subprocess.run(
+        knife_cmd("sweep", str(sweep), "--runs-dir", str(runs), "--quiet"),
+        env=knife_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = tmp_path / "report"
+    report = subprocess.run(
+        knife_cmd("report", "study_cell", "--runs-dir", str(runs), "--out", str(out),
+                  "--no-progress"),
+        env=knife_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr[-3000:]
+
+    for name in ("summary.csv", "runs.csv"):
+        ours = list(csv.DictReader(open(out / name)))
+        committed = list(csv.DictReader(open(COMMITTED / name)))
+        assert list(ours[0]) == list(committed[0]), name  # same columns, same order
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    # The cell: 4 tasks + `all`, both seeds in each, every score filled in.
+    assert [r["task"] for r in rows] == ["0", "1", "2", "3", "all"]
+    assert all(r["method"] == "knife" and r["algorithm"] == "qmix" for r in rows)
+    assert all(r["seeds"] == "2" and r["final_return_iqm"] != "" for r in rows)
+    assert all(r["stagnant_agent_end_iqm"] != "" for r in rows if r["task"] != "all")
+    raw_rows = list(csv.DictReader(open(out / "runs.csv")))
+    assert len(raw_rows) == 2 * 4
+
+    ours_md = (out / "report.md").read_text()
+    committed_md = (COMMITTED / "report.md").read_text()
+    assert set(_table_headers(ours_md)) == set(_table_headers(committed_md))
+    ours_plots = {re.sub(r"_matrix_payoffs_\w+\.png", "", p.name) for p in out.glob("*.png")}
+    committed_plots = {
+        re.sub(r"_matrix_payoffs_\w+\.png", "", p.name) for p in COMMITTED.glob("*.png")
+    }
+    assert (
+        ours_plots
+        == committed_plots
+        == {
+            "learning_curves",
+            "stagnant_fraction",
+            "stagnation_vs_learning",
+        }
+    )

@@ -32,11 +32,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
+from throughput import PeakMemory  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "benchmarks" / "configs" / "spread_qmix_epymarl.yaml"
@@ -57,33 +56,12 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float,
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        peak = 0
-        root = psutil.Process(proc.pid)
-        stop = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not stop.is_set():
-                total = 0
-                try:
-                    for p in [root, *root.children(recursive=True)]:
-                        try:
-                            total += p.memory_info().rss
-                        except psutil.Error:
-                            pass
-                except psutil.Error:
-                    pass
-                peak = max(peak, total)
-                time.sleep(0.1)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        code = proc.wait()
-        wall = time.perf_counter() - start
-        stop.set()
-        sampler.join()
+        with PeakMemory(proc.pid, interval=0.1) as mem:
+            code = proc.wait()
+            wall = time.perf_counter() - start
         out.seek(0)
         text = out.read()
+    peak = mem.peak
     if code != 0:
         raise RuntimeError(f"{cmd[:3]} exited with {code}:\n{text[-3000:]}")
     return wall, peak, text

@@ -48,17 +48,22 @@ TRAINING = dict(
 
 
 class PeakMemory:
-    """Samples the RSS of this process plus all its descendants (the embedded Ray started
-    here: raylet, GCS, workers); other Ray sessions on the machine are not counted."""
+    """Samples the RSS of a process (default: this one) plus all its descendants (the
+    embedded Ray started there: raylet, GCS, workers); other Ray sessions on the machine are
+    not counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int | None = None, interval: float = 0.2) -> None:
         self.peak = 0
+        self._pid, self._interval = pid, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _rss(self) -> int:
-        me = psutil.Process()
-        procs = [me, *me.children(recursive=True)]
+        try:
+            me = psutil.Process(self._pid)
+            procs = [me, *me.children(recursive=True)]
+        except psutil.Error:  # the process has ended
+            return 0
         seen, total = set(), 0
         for p in procs:
             if p.pid in seen:
@@ -73,7 +78,7 @@ class PeakMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self._rss())
-            time.sleep(0.2)
+            time.sleep(self._interval)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()

@@ -7,7 +7,9 @@ area under the test curve and, where the env has a win, of the final test win ra
 report.md and summary.csv with PNG plots (learning curves with task boundaries and intervals,
 stagnant fraction over time per network, stagnant fraction at a task's end against the
 learning on the next task), plus runs.csv, the raw per-run, per-task values every table and
-scatter plot is computed from; all logged to MLflow as a report run in the same experiment.
+scatter plot is computed from, and headline.csv, KNIFE against the best other method and its
+ablations (knife.platform.headline); all logged to MLflow as a report run in the same
+experiment.
 
 Where the numbers come from, per run (the latest value of each metric):
 * a task of a sequence: `task/<i>/final_test_return`, `task/<i>/auc`,
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from knife.platform.config import ConfigError
+from knife.platform.headline import headline_markdown, headline_rows, write_headline_csv
 from knife.platform.mlflow_plots import (
     NETWORKS,
     STAGNANT_KEY,
@@ -403,8 +406,10 @@ def write_markdown(
     plots: list[Path],
     correlations: Mapping[tuple[str, str, str], float | None] | None = None,
 ) -> Path:
-    """report.md: per sequence and algorithm, the score table, the stagnant fraction at
-    each task's end, and the rank correlation of stagnation with learning on the next task."""
+    """report.md: per sequence and algorithm, KNIFE's headline (knife.platform.headline),
+    the score table, the stagnant fraction at each task's end, and the rank correlation of
+    stagnation with learning on the next task."""
+    headline = headline_rows(rows)
     has_win = any(r.get("final_win_rate_iqm") is not None for r in rows)
     head = ["task", "method", "seeds", "final test return", "AUC (mean test return)"]
     if has_win:
@@ -419,6 +424,9 @@ def write_markdown(
     for sequence, algorithm in sorted({(r["sequence"], r["algorithm"]) for r in rows}):
         group = [r for r in rows if (r["sequence"], r["algorithm"]) == (sequence, algorithm)]
         lines += ["", f"## Sequence `{sequence}`, algorithm `{algorithm}`", ""]
+        ours = [h for h in headline if (h["sequence"], h["algorithm"]) == (sequence, algorithm)]
+        if ours:
+            lines += [*headline_markdown(ours), "", "All methods:", ""]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         for r in group:
@@ -619,6 +627,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(runs, out, reps, seed)
     files = [write_csv(rows, out / "summary.csv"), write_runs_csv(runs, out / "runs.csv")]
+    files.append(write_headline_csv(headline_rows(rows), out / "headline.csv"))
     rhos = correlations(runs)
     files.append(write_markdown(rows, out / "report.md", experiment, len(runs), plots, rhos))
     files += plots

@@ -166,6 +166,15 @@ def test_report_tables_match_a_hand_computation(store, tmp_path, capsys, monkeyp
     assert [float(r["stagnant_agent_end"]) for r in redo0] == [0.2, 0.3]
     assert [float(r["start_env_steps"]) for r in redo0] == [0.0, 100.0]
 
+    # headline.csv: KNIFE against the best other method where a group has KNIFE. AUC: KNIFE's
+    # runs 5, 6.5, 5, 5 against none's 2, 1, 3.5, 4.5 -> intervals apart, a win.
+    head = list(csv.DictReader(open(out / "headline.csv")))
+    assert [(h["sequence"], h["score"], h["other_method"], h["verdict"]) for h in head] == [
+        ("none", "final_return", "none", "tie"),
+        ("none", "auc", "none", "win"),
+    ]
+    assert float(head[1]["knife_iqm"]) == 5.0 and float(head[1]["other_iqm"]) == 2.75
+
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == [
         "learning_curves_none_qmix.png",
@@ -180,6 +189,7 @@ def test_report_tables_match_a_hand_computation(store, tmp_path, capsys, monkeyp
     assert "## Sequence `none`, algorithm `vdn`" in md
     assert "| 0: matrix:climbing | none | 4 | 5.000 [" in md
     assert "| 0: climb | redo | 0.300 | - |" in md
+    assert "| 0: matrix:climbing | AUC | 5.000 [" in md and "| best other: none | 2.750 [" in md
 
 
 def test_spearman_rank_correlation():
@@ -230,3 +240,42 @@ def test_report_bad_input(store, tmp_path, capsys, monkeypatch):
     MlflowClient("sqlite:///" + str(empty / "mlflow.db")).create_experiment("blank")
     assert cli.main(["report", "blank", "--runs-dir", str(empty), "--out", str(out)]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def _row(task, method, iqm, low, high, sequence="s"):
+    row = {"sequence": sequence, "algorithm": "qmix", "task": task, "task_name": f"t{task}"}
+    row.update(method=method, final_return_iqm=iqm, final_return_ci_low=low)
+    row.update(final_return_ci_high=high, auc_iqm=None, final_win_rate_iqm=None)
+    return row
+
+
+def test_headline_sets_knife_against_the_best_other_method_and_its_ablations():
+    from knife.platform.headline import headline_markdown, headline_rows
+
+    rows = [
+        _row("0", "knife", 5.0, 4.5, 5.5),
+        _row("0", "none", 3.0, 2.0, 4.0),  # best other; wholly below KNIFE -> win
+        _row("0", "redo", 2.0, 1.0, 2.5),
+        _row("0", "knife_no_freeze", 9.0, 8.0, 10.0),  # an ablation is not an "other method"
+        _row("1", "knife", 1.0, 0.0, 2.0),
+        _row("1", "none", 3.0, 2.5, 3.5),  # wholly above KNIFE -> loss
+        _row("1", "redo", 4.0, 1.5, 6.0),  # best other, overlapping -> tie
+        _row("1", "knife_no_freeze", 1.0, 0.5, 1.5),
+        _row("all", "knife", 3.0, 2.0, 4.0),
+        _row("all", "none", 3.0, 2.5, 3.5),
+        _row("all", "knife_no_freeze", 6.0, 4.5, 7.0),  # wholly above KNIFE -> loss
+        _row("0", "none", 1.0, 0.0, 2.0, sequence="no_knife"),  # nothing to compare
+    ]
+    got = [
+        (h["task"], h["against"], h["other_method"], h["verdict"], h["knife_rank"])
+        for h in headline_rows(rows)
+    ]
+    assert got == [
+        ("0", "best other", "none", "win", "1"),
+        ("1", "best other", "redo", "tie", "3"),
+        ("all", "best other", "none", "tie", "1"),  # equal IQM: KNIFE shares first place
+        ("all", "ablation", "knife_no_freeze", "loss", ""),
+    ]
+    md = "\n".join(headline_markdown(headline_rows(rows)))
+    assert "| 1: t1 | final return | 1.000 [0.000, 2.000] | best other: redo | 4.000 [1.500, " in md
+    assert "| tie | 3 of 3 |" in md

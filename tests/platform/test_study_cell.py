@@ -1,7 +1,8 @@
 """One cell of the study (issue 7) re-run at tiny scale: the study's own sweep file, cut down
-to one method, one algorithm and two seeds with 60 env steps per task, goes through the real
-`knife sweep` (embedded Ray, SQLite MLflow) and `knife report`, and comes out in the format of
-the committed results in docs/results/ (same tables and columns; the numbers differ)."""
+to two methods (none, knife), one algorithm and two seeds with 60 env steps per task, goes
+through the real `knife sweep` (embedded Ray, SQLite MLflow) and `knife report`, and comes out
+in the format of the committed results in docs/results/ (same tables and columns; the numbers
+differ)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_one_study_cell_at_tiny_scale_has_the_committed_report_format(tmp_path):
     raw["base"]["algorithm"] = "qmix"
     raw["base"]["evaluation"]["interval"] = 20
     raw["base"]["plasticity"]["metrics_interval"] = 5
-    raw["grid"].update(methods=["knife"], seeds=[0, 1])
+    raw["grid"].update(methods=["none", "knife"], seeds=[0, 1])
     del raw["grid"]["exclude"]  # no VDN here
     for task in raw["grid"]["sequences"]["matrix_payoffs"]["tasks"]:
         task["steps"] = 60
@@ -56,18 +57,26 @@ def test_one_study_cell_at_tiny_scale_has_the_committed_report_format(tmp_path):
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
 
-    for name in ("summary.csv", "runs.csv"):
+    for name in ("summary.csv", "runs.csv", "headline.csv"):
         ours = list(csv.DictReader(open(out / name)))
         committed = list(csv.DictReader(open(COMMITTED / name)))
         assert list(ours[0]) == list(committed[0]), name  # same columns, same order
     rows = list(csv.DictReader(open(out / "summary.csv")))
-    # The cell: 4 tasks + `all`, both seeds in each, every score filled in.
-    assert [r["task"] for r in rows] == ["0", "1", "2", "3", "all"]
-    assert all(r["method"] == "knife" and r["algorithm"] == "qmix" for r in rows)
+    # The cell: 4 tasks + `all` per method, both seeds in each, every score filled in.
+    assert [(r["task"], r["method"]) for r in rows] == [
+        (task, method) for task in ("0", "1", "2", "3", "all") for method in ("knife", "none")
+    ]
+    assert all(r["algorithm"] == "qmix" for r in rows)
     assert all(r["seeds"] == "2" and r["final_return_iqm"] != "" for r in rows)
     assert all(r["stagnant_agent_end_iqm"] != "" for r in rows if r["task"] != "all")
     raw_rows = list(csv.DictReader(open(out / "runs.csv")))
-    assert len(raw_rows) == 2 * 4
+    assert len(raw_rows) == 2 * 2 * 4
+    # The headline: KNIFE against `none` (the only other method) on every task and score.
+    head = list(csv.DictReader(open(out / "headline.csv")))
+    assert {(h["task"], h["score"]) for h in head} == {
+        (task, score) for task in ("0", "1", "2", "3", "all") for score in ("final_return", "auc")
+    }
+    assert all(h["other_method"] == "none" and h["verdict"] in {"win", "tie", "loss"} for h in head)
 
     ours_md = (out / "report.md").read_text()
     committed_md = (COMMITTED / "report.md").read_text()

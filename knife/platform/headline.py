@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from knife.platform.stats import format_interval
+
 KNIFE = "knife"
 HEADLINE_SCORES = ("final_return", "auc", "final_win_rate")
 PARTS = ("iqm", "ci_low", "ci_high")
@@ -42,10 +44,6 @@ COLUMNS = (
 )
 
 
-def is_ablation(method: str) -> bool:
-    return method.startswith(KNIFE + "_")
-
-
 def verdict(knife: Mapping[str, Any], other: Mapping[str, Any], score: str) -> str:
     if knife[f"{score}_ci_low"] > other[f"{score}_ci_high"]:
         return "win"
@@ -56,30 +54,31 @@ def verdict(knife: Mapping[str, Any], other: Mapping[str, Any], score: str) -> s
 
 def headline_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (sequence, algorithm, task, score, comparison); empty without KNIFE."""
+    from knife.plasticity.interventions import KNIFE_ABLATIONS  # torch: only when reporting
+
     cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:  # `rows` is already ordered task 0, 1, ..., all
         cells.setdefault((r["sequence"], r["algorithm"], r["task"]), []).append(r)
-    group_tasks: dict[tuple[str, str], set[str]] = {}
-    for sequence, algorithm, task in cells:
-        group_tasks.setdefault((sequence, algorithm), set()).add(task)
     out = []
     for (sequence, algorithm, task), cell in cells.items():
         knife = next((r for r in cell if r["method"] == KNIFE), None)
         if knife is None:
             continue
-        whole = task == "all" or group_tasks[(sequence, algorithm)] == {task}
+        # The ablations are compared on the whole sequence: its `all` row, or the only task
+        # of a group that has none (a single env, or a one-task sequence).
+        whole = task == "all" or (sequence, algorithm, "all") not in cells
         for score in HEADLINE_SCORES:
             if knife.get(f"{score}_iqm") is None:
                 continue
             scored = [r for r in cell if r.get(f"{score}_iqm") is not None]
-            others = [r for r in scored if r["method"] != KNIFE and not is_ablation(r["method"])]
+            others = [r for r in scored if r["method"] not in (KNIFE, *KNIFE_ABLATIONS)]
             compared = []
             if others:
                 best = max(others, key=lambda r: r[f"{score}_iqm"])
                 ahead = sum(r[f"{score}_iqm"] > knife[f"{score}_iqm"] for r in others)
                 compared.append(("best other", best, f"{ahead + 1}", len(others) + 1))
             if whole:
-                ablations = sorted((r for r in scored if is_ablation(r["method"])),
+                ablations = sorted((r for r in scored if r["method"] in KNIFE_ABLATIONS),
                                    key=lambda r: r["method"])  # fmt: skip
                 compared += [("ablation", r, "", "") for r in ablations]
             for against, other, rank, ranked in compared:
@@ -110,10 +109,6 @@ def write_headline_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _interval(row: Mapping[str, Any], side: str) -> str:
-    return f"{row[f'{side}_iqm']:.3f} [{row[f'{side}_ci_low']:.3f}, {row[f'{side}_ci_high']:.3f}]"
-
-
 def headline_markdown(rows: list[dict[str, Any]]) -> list[str]:
     """The table for one (sequence, algorithm) group; no lines when there is nothing to set
     KNIFE against."""
@@ -132,8 +127,8 @@ def headline_markdown(rows: list[dict[str, Any]]) -> list[str]:
         task = "all" if r["task"] == "all" else f"{r['task']}: {r['task_name']}"
         rank = f"{r['knife_rank']} of {r['methods_ranked']}" if r["knife_rank"] else ""
         lines.append(
-            f"| {task} | {SCORE_NAMES[r['score']]} | {_interval(r, 'knife')} | "
-            f"{r['against']}: {r['other_method']} | {_interval(r, 'other')} | "
+            f"| {task} | {SCORE_NAMES[r['score']]} | {format_interval(r, 'knife')} | "
+            f"{r['against']}: {r['other_method']} | {format_interval(r, 'other')} | "
             f"{r['verdict']} | {rank} |"
         )
     return lines

@@ -47,7 +47,13 @@ from knife.platform.mlflow_plots import (
     stagnation_scatter_plot,
     task_boundaries,
 )
-from knife.platform.stats import REPS, Estimate, curve_bands, stratified_bootstrap
+from knife.platform.stats import (
+    REPS,
+    Estimate,
+    curve_bands,
+    format_interval,
+    stratified_bootstrap,
+)
 from knife.platform.tracking import _retry, redact_uri
 from knife.platform.trial_runner import KIND_TAG
 
@@ -391,13 +397,6 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _cell(row: Mapping[str, Any], score: str) -> str:
-    value = row.get(f"{score}_iqm")
-    if value is None:
-        return "-"
-    return f"{value:.3f} [{row[f'{score}_ci_low']:.3f}, {row[f'{score}_ci_high']:.3f}]"
-
-
 def write_markdown(
     rows: list[dict[str, Any]],
     path: Path,
@@ -405,15 +404,18 @@ def write_markdown(
     n_runs: int,
     plots: list[Path],
     correlations: Mapping[tuple[str, str, str], float | None] | None = None,
+    headline: list[dict[str, Any]] | None = None,
 ) -> Path:
     """report.md: per sequence and algorithm, KNIFE's headline (knife.platform.headline),
     the score table, the stagnant fraction at each task's end, and the rank correlation of
     stagnation with learning on the next task."""
-    headline = headline_rows(rows)
+    headline = headline_rows(rows) if headline is None else headline
     has_win = any(r.get("final_win_rate_iqm") is not None for r in rows)
     head = ["task", "method", "seeds", "final test return", "AUC (mean test return)"]
+    scores = ["final_return", "auc"]
     if has_win:
         head.append("final win rate")
+        scores.append("final_win_rate")
     lines = [
         f"# Report: {experiment}",
         "",
@@ -431,9 +433,7 @@ def write_markdown(
         lines.append("|" + "---|" * len(head))
         for r in group:
             task = "all" if r["task"] == "all" else f"{r['task']}: {r['task_name']}"
-            cells = [task, r["method"], str(r["seeds"]), _cell(r, "final_return"), _cell(r, "auc")]
-            if has_win:
-                cells.append(_cell(r, "final_win_rate"))
+            cells = [task, r["method"], str(r["seeds"]), *(format_interval(r, s) for s in scores)]
             lines.append("| " + " | ".join(cells) + " |")
         stagnant = [r for r in group if r["task"] != "all"]
         if any(r.get(f"stagnant_{n}_end_iqm") is not None for r in stagnant for n in NETWORKS):
@@ -627,9 +627,11 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(runs, out, reps, seed)
     files = [write_csv(rows, out / "summary.csv"), write_runs_csv(runs, out / "runs.csv")]
-    files.append(write_headline_csv(headline_rows(rows), out / "headline.csv"))
+    headline = headline_rows(rows)
+    files.append(write_headline_csv(headline, out / "headline.csv"))
     rhos = correlations(runs)
-    files.append(write_markdown(rows, out / "report.md", experiment, len(runs), plots, rhos))
+    md = write_markdown(rows, out / "report.md", experiment, len(runs), plots, rhos, headline)
+    files.append(md)
     files += plots
     run_id = _log_report(client, experiment_id, files, rows) if log_to_mlflow else None
     return ReportResult(out, rows, files, len(runs), run_id)

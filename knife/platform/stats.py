@@ -10,7 +10,9 @@ brings), so the few lines it would give are written out below.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import trim_mean
@@ -25,6 +27,15 @@ class Estimate:
     low: float
     high: float
     n: int
+
+
+def format_interval(row: Mapping[str, Any], prefix: str) -> str:
+    """`IQM [low, high]` from a table row's `<prefix>_iqm`, `_ci_low`, `_ci_high`; `-` if
+    the row has no estimate."""
+    value = row.get(f"{prefix}_iqm")
+    if value is None:
+        return "-"
+    return f"{value:.3f} [{row[f'{prefix}_ci_low']:.3f}, {row[f'{prefix}_ci_high']:.3f}]"
 
 
 def iqm(scores: np.ndarray) -> float:

@@ -243,7 +243,6 @@ class QMix(Algorithm):
         elif self.counters["env_steps"] - self.counters["last_test_at"] >= cfg.test_interval:
             self._test()
 
-        returns = [ep.episode_return for ep in episodes]
         won = [float(ep.info["battle_won"]) for ep in episodes if "battle_won" in ep.info]
         log = {
             "epsilon": linear_epsilon(
@@ -256,7 +255,7 @@ class QMix(Algorithm):
             "learn_seconds": learn_s,
         }
         if episodes:  # none when the only remote EnvRunner died (RLlib restarts it)
-            log["train_return"] = float(np.mean(returns))
+            log["train_return"] = float(np.mean([ep.episode_return for ep in episodes]))
             log["train_episode_len"] = float(np.mean([ep.length for ep in episodes]))
         if won:
             log["train_win_rate"] = float(np.mean(won))

@@ -33,6 +33,10 @@ _REGISTRY: dict[str, tuple[type[Intervention], dict[str, Any]]] = {
 }
 
 INTERVENTIONS: tuple[str, ...] = tuple(_REGISTRY)
+# KNIFE with one design choice of DESIGN 7 changed: the names that fix options on KNIFE.
+KNIFE_ABLATIONS: tuple[str, ...] = tuple(
+    name for name, (cls, fixed) in _REGISTRY.items() if cls is KnifeIntervention and fixed
+)
 
 
 def intervention_options(name: str) -> list[str]:

@@ -10,6 +10,8 @@ A trial config's `tasks:` section takes one of three forms:
       buffer_on_switch: keep        # flush (default) | keep: the replay buffer at a switch
       reanneal_epsilon: true        # restart the epsilon schedule at each switch
       eval_previous: true           # also test on every earlier task (forgetting)
+      target_on_switch: sync        # sync (default) | keep: the target networks at a switch
+      optimizer_on_switch: keep     # keep (default) | reset: the optimizer state at a switch
       name: my_sequence
       tasks: [...]
 
@@ -46,8 +48,26 @@ from knife.envs.registry import make
 from knife.envs.registry import validate as validate_env
 
 BUFFER_ON_SWITCH = ("flush", "keep")
+TARGET_ON_SWITCH = ("sync", "keep")
+OPTIMIZER_ON_SWITCH = ("keep", "reset")
+# The switch protocol's defaults (TaskSequence docstring), also used by a trial without a
+# sequence when a switch is triggered by hand.
+SWITCH_DEFAULTS: dict[str, Any] = {
+    "buffer_on_switch": "flush",
+    "reanneal_epsilon": False,
+    "target_on_switch": "sync",
+    "optimizer_on_switch": "keep",
+}
 TASK_KEYS = ("env", "env_config", "steps", "name")
-SEQUENCE_KEYS = ("tasks", "buffer_on_switch", "reanneal_epsilon", "eval_previous", "name")
+SEQUENCE_KEYS = (
+    "tasks",
+    "buffer_on_switch",
+    "reanneal_epsilon",
+    "eval_previous",
+    "target_on_switch",
+    "optimizer_on_switch",
+    "name",
+)
 PRESET_KEYS = ("preset", "steps_per_task", *SEQUENCE_KEYS[1:])
 
 
@@ -144,12 +164,26 @@ class Task:
 
 @dataclass
 class TaskSequence:
-    """Ordered tasks plus what happens at a switch. Construction builds no env."""
+    """Ordered tasks plus what happens at a switch. Construction builds no env.
+
+    The switch protocol (docs/design.md section 9) is the same for every plasticity
+    method, `none` included; the method only changes the networks it names:
+    - buffer_on_switch: "flush" empties the replay buffer, "keep" keeps it;
+    - reanneal_epsilon: restart the epsilon schedule at the switch;
+    - target_on_switch: "sync" hard-copies every online network into its target after the
+      method has acted (each method enters the next task with target = online), "keep"
+      leaves the targets' values alone until the next regular target update (they only
+      mirror the structure an intervention added, with their own function kept);
+    - optimizer_on_switch: "reset" zeroes the whole optimizer state (moments and step
+      counts) of every method, "keep" keeps it (methods still reset what they re-initialize).
+    """
 
     tasks: list[Task]
-    buffer_on_switch: Literal["flush", "keep"] = "flush"
-    reanneal_epsilon: bool = False
+    buffer_on_switch: Literal["flush", "keep"] = SWITCH_DEFAULTS["buffer_on_switch"]
+    reanneal_epsilon: bool = SWITCH_DEFAULTS["reanneal_epsilon"]
     eval_previous: bool = False
+    target_on_switch: Literal["sync", "keep"] = SWITCH_DEFAULTS["target_on_switch"]
+    optimizer_on_switch: Literal["keep", "reset"] = SWITCH_DEFAULTS["optimizer_on_switch"]
     name: str | None = None
     _specs: list[TeamSpec] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -161,11 +195,15 @@ class TaskSequence:
             if not isinstance(task, Task):
                 raise ValueError(f"tasks[{i}]: must be a Task, got {task!r}")
             task.check(f"tasks[{i}]")
-        if self.buffer_on_switch not in BUFFER_ON_SWITCH:
-            raise ValueError(
-                f"tasks.buffer_on_switch: unknown {self.buffer_on_switch!r}; allowed: "
-                f"{', '.join(BUFFER_ON_SWITCH)}"
-            )
+        for key, allowed in (
+            ("buffer_on_switch", BUFFER_ON_SWITCH),
+            ("target_on_switch", TARGET_ON_SWITCH),
+            ("optimizer_on_switch", OPTIMIZER_ON_SWITCH),
+        ):
+            if getattr(self, key) not in allowed:
+                raise ValueError(
+                    f"tasks.{key}: unknown {getattr(self, key)!r}; allowed: {', '.join(allowed)}"
+                )
         for key in ("reanneal_epsilon", "eval_previous"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"tasks.{key}: must be true or false, got {getattr(self, key)!r}")
@@ -253,6 +291,8 @@ class TaskSequence:
             "buffer_on_switch": self.buffer_on_switch,
             "reanneal_epsilon": self.reanneal_epsilon,
             "eval_previous": self.eval_previous,
+            "target_on_switch": self.target_on_switch,
+            "optimizer_on_switch": self.optimizer_on_switch,
         }
 
     def to_config(self) -> dict[str, Any]:

@@ -1,62 +1,180 @@
-"""The plasticity section of a run's config: monitor options + one intervention.
+"""The plasticity section of a run's config: the stagnation monitor + one intervention.
 
-Validated here, without building a model, so bad input stops before Ray starts.
+Namespaced so that no key can mean two things (a flat `tau` used to reach the monitor and
+never ReDo's own threshold):
+
+    plasticity:
+      method: knife                      # the intervention this trial runs (INTERVENTIONS)
+      monitor: {tau: 0.25, beta: 0.99, signal: grad, metrics_interval: 20}
+      options:                           # per method; only the running method's block is used,
+        knife: {max_fraction: 0.25}      # so one sweep base can configure every method of a grid
+        redo: {tau: 0.1, every_n_updates: 1000}
+
+`PlasticityConfig.from_mapping` parses and validates it without building a model, so bad
+input stops before Ray starts; errors name the key and the allowed ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from knife.plasticity.interventions import INTERVENTIONS, build_intervention
+from knife.plasticity.interventions import INTERVENTIONS, build_intervention, intervention_options
 
 NETWORKS = ("agent", "mixer")  # the networks of a value-factorization model
-MONITOR_OPTIONS = ("tau", "beta", "signal")
-HOOK_OPTIONS = ("method", "metrics_interval", *MONITOR_OPTIONS)
-PLASTICITY_DEFAULTS: dict[str, Any] = {
-    "method": "none",
-    "tau": 0.25,
-    "beta": 0.99,
-    "signal": "grad",
-    "metrics_interval": 20,
-}
+SECTION_KEYS = ("method", "monitor", "options")
+SIGNALS = ("grad", "update")
 
 
-def split_options(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """{hook/monitor options} and {intervention options} of a plasticity config."""
-    merged = {**PLASTICITY_DEFAULTS, **config}
-    hook = {k: merged[k] for k in HOOK_OPTIONS}
-    return hook, {k: v for k, v in merged.items() if k not in HOOK_OPTIONS}
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The stagnation monitor (knife.plasticity.monitor) and how often it reports."""
+
+    tau: float = 0.25  # a unit is stagnant when its normalized score is < tau
+    beta: float = 0.99  # EMA decay of the per-unit update ratios
+    signal: str = "grad"  # "grad": ||g_i|| / ||W_i||; "update": the optimizer's step instead
+    metrics_interval: int = 20  # learner updates between plasticity metric reports
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.tau) <= 1.0:
+            raise ValueError(f"plasticity.monitor.tau: {self.tau} is outside (0, 1]")
+        if not 0.0 <= float(self.beta) < 1.0:
+            raise ValueError(f"plasticity.monitor.beta: {self.beta} is outside [0, 1)")
+        if self.signal not in SIGNALS:
+            raise ValueError(
+                f"plasticity.monitor.signal: unknown {self.signal!r}; allowed: {', '.join(SIGNALS)}"
+            )
+        mi = self.metrics_interval
+        if isinstance(mi, bool) or not isinstance(mi, int) or mi < 1:
+            raise ValueError(
+                f"plasticity.monitor.metrics_interval: must be a positive int, got {mi!r}"
+            )
+
+    def monitor_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of StagnationMonitor."""
+        return {"tau": float(self.tau), "beta": float(self.beta), "signal": self.signal}
 
 
-def validate_plasticity(config: dict[str, Any], mixer: str) -> None:
-    """Raise ValueError naming the field for a bad plasticity config (cheap, no model)."""
-    hook, options = split_options(config)
-    if hook["method"] not in INTERVENTIONS:
-        raise ValueError(
-            f"plasticity.method: unknown {hook['method']!r}; allowed: {', '.join(INTERVENTIONS)}"
-        )
+MONITOR_KEYS = tuple(f.name for f in fields(MonitorConfig))
+
+
+@dataclass(frozen=True)
+class PlasticityConfig:
+    method: str = "none"
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def intervention_options(self) -> dict[str, Any]:
+        """The running method's own options."""
+        return dict(self.options.get(self.method, {}))
+
+    def build_intervention(self):
+        return build_intervention(self.method, **self.intervention_options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "monitor": asdict(self.monitor),
+            "options": {m: dict(o) for m, o in self.options.items()},
+        }
+
+    @classmethod
+    def from_mapping(
+        cls, raw: Mapping[str, Any] | None, mixer: str | None = None
+    ) -> PlasticityConfig:
+        """Parse and validate a `plasticity:` section (module docstring)."""
+        raw = {} if raw is None else raw
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"plasticity: must be a mapping, got {raw!r}")
+        for key in raw:
+            if key not in SECTION_KEYS:
+                raise ValueError(_misplaced(key, raw.get("method", "none")))
+        method = raw.get("method", "none")
+        if method not in INTERVENTIONS:
+            raise ValueError(
+                f"plasticity.method: unknown {method!r}; allowed: {', '.join(INTERVENTIONS)}"
+            )
+        monitor_raw = raw.get("monitor") or {}
+        if not isinstance(monitor_raw, Mapping):
+            raise ValueError(f"plasticity.monitor: must be a mapping, got {monitor_raw!r}")
+        for key in monitor_raw:
+            if key not in MONITOR_KEYS:
+                raise ValueError(
+                    f"plasticity.monitor.{key}: unknown key; allowed: {', '.join(MONITOR_KEYS)}"
+                )
+        monitor = MonitorConfig(**monitor_raw)
+        options_raw = raw.get("options") or {}
+        if not isinstance(options_raw, Mapping):
+            raise ValueError(
+                f"plasticity.options: must map method names to their options, got {options_raw!r}"
+            )
+        options: dict[str, dict[str, Any]] = {}
+        for name, block in options_raw.items():
+            if name not in INTERVENTIONS:
+                raise ValueError(
+                    f"plasticity.options.{name}: not a method; allowed: {', '.join(INTERVENTIONS)}"
+                )
+            block = {} if block is None else block
+            if not isinstance(block, Mapping):
+                raise ValueError(f"plasticity.options.{name}: must be a mapping, got {block!r}")
+            _check_options(name, dict(block))
+            options[name] = dict(block)
+        config = cls(method=method, monitor=monitor, options=options)
+        if mixer is not None:
+            _check_for_mixer(config, mixer)
+        return config
+
+
+def _misplaced(key: str, method: str) -> str:
+    allowed = ", ".join(SECTION_KEYS)
+    in_monitor = key in MONITOR_KEYS
+    owners = [m for m in INTERVENTIONS if key in intervention_options(m)]
+    where = []
+    if in_monitor:
+        where.append(f"plasticity.monitor.{key} (the stagnation monitor)")
+    if owners:
+        owner = method if method in owners else owners[0]
+        where.append(f"plasticity.options.{owner}.{key} (that method's own option)")
+    if len(where) == 2:
+        return f"plasticity.{key}: ambiguous; write {' or '.join(where)}. Allowed keys: {allowed}"
+    if where:
+        return f"plasticity.{key}: belongs under {where[0]}. Allowed keys: {allowed}"
+    return f"plasticity.{key}: unknown key; allowed: {allowed}"
+
+
+def _check_options(method: str, options: dict[str, Any]) -> None:
+    valid = intervention_options(method)
+    for key in options:
+        if key not in valid:
+            raise ValueError(
+                f"plasticity.options.{method}.{key}: unknown option; allowed: {', '.join(valid)}"
+            )
     try:
-        build_intervention(hook["method"], **options)
+        build_intervention(method, **options)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"plasticity: {err}") from None
-    if not 0.0 < float(hook["tau"]) <= 1.0:
-        raise ValueError(f"plasticity.tau: {hook['tau']} is outside (0, 1]")
-    if not 0.0 <= float(hook["beta"]) < 1.0:
-        raise ValueError(f"plasticity.beta: {hook['beta']} is outside [0, 1)")
-    if hook["signal"] not in ("grad", "update"):
-        raise ValueError(f"plasticity.signal: unknown {hook['signal']!r}; allowed: grad, update")
-    if int(hook["metrics_interval"]) < 1:
-        raise ValueError("plasticity.metrics_interval: must be a positive int")
+        raise ValueError(f"plasticity.options.{method}: {err}") from None
     scope = options.get("scope")
     entries = [] if scope in (None, "all") else [scope] if isinstance(scope, str) else scope
     for entry in entries:
         if not isinstance(entry, str) or entry.split(".")[0] not in NETWORKS:
             raise ValueError(
-                f"plasticity.scope: {entry!r} names no layer; allowed: 'all', 'agent', "
-                "'mixer' or a module path under them (e.g. 'agent.fc1.0', 'mixer.hyper_w1.0')"
+                f"plasticity.options.{method}.scope: {entry!r} names no layer; allowed: 'all', "
+                "'agent', 'mixer' or a module path under them (e.g. 'agent.fc1.0', "
+                "'mixer.hyper_w1.0')"
             )
-    if hook["method"] == "reborn" and mixer != "qmix" and options.get("scope") in (None, "mixer"):
+
+
+def _check_for_mixer(config: PlasticityConfig, mixer: str) -> None:
+    scope = config.intervention_options.get("scope")
+    if config.method == "reborn" and mixer != "qmix" and scope in (None, "mixer"):
         raise ValueError(
             "plasticity.method: 'reborn' acts on the QMIX mixer; VDN has no mixer parameters "
-            "(use algorithm qmix, or give plasticity.scope)"
+            "(use algorithm qmix, or give plasticity.options.reborn.scope)"
         )
+
+
+def validate_plasticity(config: Mapping[str, Any] | None, mixer: str) -> PlasticityConfig:
+    """Raise ValueError naming the field for a bad plasticity config (cheap, no model)."""
+    return PlasticityConfig.from_mapping(config, mixer)

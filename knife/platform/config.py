@@ -274,17 +274,17 @@ def _check_training(t: TrainingConfig) -> None:
 
 
 def _parse_plasticity(raw: Any, algorithm: str) -> dict[str, Any]:
-    """Monitor options + one intervention and its options (knife.plasticity.config)."""
-    raw = {"method": "none"} if raw is None else dict(require_mapping("plasticity", raw))
-    raw.setdefault("method", "none")
+    """The namespaced plasticity section (knife.plasticity.config), validated; the defaults
+    stay in knife.plasticity.config (the one place they are written)."""
+    raw = {} if raw is None else dict(require_mapping("plasticity", raw))
     # Imported here: validating a config with a bad algorithm need not import torch.
     from knife.plasticity.config import validate_plasticity
 
     try:
-        validate_plasticity(raw, algorithm)
+        method = validate_plasticity(raw, algorithm).method
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return raw
+    return {**raw, "method": method}
 
 
 def _check_env(name: str, env_config: Mapping[str, Any]) -> None:
@@ -442,8 +442,9 @@ def _set_path(out: dict[str, Any], path: str, parts: list[str], value: Any) -> N
     node: Any = out
     for depth, key in enumerate(parts[:-1]):
         if key not in node or node[key] is None:
-            # Sections may be absent from the file; anything else must exist to descend into.
-            if depth == 0 and (allowed_below is not None or top in _FREE_FORM):
+            # Sections may be absent from the file, and so may the nested mappings of a
+            # free-form section (its own parser names bad keys); anything else must exist.
+            if (depth == 0 and allowed_below is not None) or top in _FREE_FORM:
                 node[key] = {}
             else:
                 raise ConfigError(f"--set {path}: no such key {'.'.join(parts[: depth + 1])!r}")

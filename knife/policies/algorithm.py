@@ -25,8 +25,8 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
 )
 
-from knife.envs.tasks import TaskSequence
-from knife.plasticity.config import PLASTICITY_DEFAULTS, validate_plasticity
+from knife.envs.tasks import SWITCH_DEFAULTS, TaskSequence
+from knife.plasticity.config import PlasticityConfig, validate_plasticity
 from knife.policies.env_runner import TeamEnvRunner
 from knife.policies.learner import QMixTorchLearner
 from knife.policies.mixers import build_mixer
@@ -91,7 +91,7 @@ class QMixConfig(AlgorithmConfig):
         self.min_time_s_per_iteration = None
         # Room for an in-flight sample request plus a weight sync per EnvRunner.
         self.max_requests_in_flight_per_env_runner = 4
-        self.plasticity_config: dict[str, Any] = dict(PLASTICITY_DEFAULTS)
+        self.plasticity_config: dict[str, Any] = PlasticityConfig().to_dict()
         self.task_sequence: Any = None
 
     def tasks(self, sequence: Any) -> QMixConfig:
@@ -104,16 +104,30 @@ class QMixConfig(AlgorithmConfig):
             self.environment(env=first.env, env_config=dict(first.env_config))
         return self
 
-    def plasticity(self, **options: Any) -> QMixConfig:
-        """Plasticity monitor and intervention, e.g.
-        .plasticity(method="knife", tau=0.25, every_n_updates=None, max_fraction=0.25).
+    def plasticity(
+        self,
+        method: str | None = None,
+        *,
+        monitor: dict[str, Any] | None = None,
+        options: dict[str, dict[str, Any]] | None = None,
+    ) -> QMixConfig:
+        """Plasticity monitor and intervention (knife.plasticity.config), e.g.
+        .plasticity("knife", monitor={"tau": 0.25}, options={"knife": {"max_fraction": 0.25}}).
 
-        Monitor options: tau, beta, signal ("grad" | "update"), metrics_interval (learner
-        updates between metric reports). Everything else goes to the intervention
-        (knife.plasticity.build_intervention): on_task_switch, every_n_updates, scope,
-        max_fraction and the method's own options.
+        method: the intervention (knife.plasticity.INTERVENTIONS); monitor: tau, beta,
+        signal ("grad" | "update"), metrics_interval (learner updates between metric
+        reports); options: per method name, that method's own options (on_task_switch,
+        every_n_updates, scope, max_fraction, ...). Given keys update the current ones.
         """
-        self.plasticity_config = {**self.plasticity_config, **options}
+        current = self.plasticity_config
+        merged_options = {m: dict(o) for m, o in current.get("options", {}).items()}
+        for name, block in (options or {}).items():
+            merged_options[name] = {**merged_options.get(name, {}), **(block or {})}
+        self.plasticity_config = {
+            "method": current.get("method", "none") if method is None else method,
+            "monitor": {**current.get("monitor", {}), **(monitor or {})},
+            "options": merged_options,
+        }
         return self
 
     def training(self, **kwargs) -> QMixConfig:
@@ -335,8 +349,16 @@ class QMix(Algorithm):
         return results
 
     def on_task_switch(self) -> dict[str, float]:
-        """Tell the Learner(s) a new task starts (plasticity trigger), then resync weights."""
-        results = self.learner_group.foreach_learner(lambda learner: learner.on_task_switch())
+        """Tell the Learner(s) a new task starts (plasticity trigger and the sequence's
+        target and optimizer handling), then resync weights."""
+        options = SWITCH_DEFAULTS if self.sequence is None else self.sequence.options()
+        protocol = {
+            "target": options["target_on_switch"],
+            "optimizer": options["optimizer_on_switch"],
+        }
+        results = self.learner_group.foreach_learner(
+            lambda learner: learner.on_task_switch(**protocol)
+        )
         first = next(iter(results)).get()
         self._sync_weights()
         return first.get(DEFAULT_MODULE_ID, {})

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
+from knife.plasticity.optim_state import enable_fresh_rows, reset_optimizer_params
 from knife.policies.plasticity_hook import PlasticityHook
 from knife.policies.targets import td_lambda_targets
 
@@ -88,6 +89,12 @@ def qmix_td_loss(
     return loss, stats
 
 
+def sync_targets(module: Any) -> None:
+    """Hard target update: every target network becomes a copy of its online network."""
+    for online, target in module.get_target_network_pairs():
+        target.load_state_dict(online.state_dict())
+
+
 class QMixTorchLearner(TorchLearner):
     """TorchLearner for QMixRLModule."""
 
@@ -114,6 +121,9 @@ class QMixTorchLearner(TorchLearner):
             optimizer = torch.optim.RMSprop(params, lr=config.lr, alpha=0.99, eps=1e-5)
         else:
             optimizer = torch.optim.Adam(params, lr=config.lr)
+        # Re-initialized rows take a fresh Adam's steps, also after a checkpoint restore
+        # (knife.plasticity.optim_state).
+        enable_fresh_rows(optimizer)
         self.register_optimizer(
             module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr
         )
@@ -138,8 +148,7 @@ class QMixTorchLearner(TorchLearner):
         for module_id, module in self.module._rl_modules.items():
             config = self.config.get_config_for_module(module_id)
             if self.num_updates % config.target_update_interval == 0:
-                for online, target in module.unwrapped().get_target_network_pairs():
-                    target.load_state_dict(online.state_dict())
+                sync_targets(module.unwrapped())
         self.metrics.log_value("num_updates", self.num_updates, window=1)
 
     def after_update_plasticity_hook(self, timesteps: dict[str, Any]) -> None:
@@ -154,11 +163,24 @@ class QMixTorchLearner(TorchLearner):
             if metrics:
                 self.metrics.log_dict(metrics, key=module_id, window=1)
 
-    def on_task_switch(self) -> dict[str, dict[str, float]]:
-        """The Algorithm moved to the next task: let each hook intervene (if configured)."""
+    def on_task_switch(self, *, target: str, optimizer: str) -> dict[str, dict[str, float]]:
+        """The Algorithm moved to the next task: the switch protocol, identical for every
+        plasticity method (`none` included; docs/design.md section 9).
+
+        1. the hook measures and lets the method act on the networks it names (the targets
+           only mirror the structure it added);
+        2. optimizer="reset": the whole optimizer state is zeroed (moments, step counts);
+        3. target="sync": every target network becomes a copy of its online network
+           ("keep": targets wait for the next regular target update).
+        """
         out = {}
         for module_id, hook in self.plasticity.items():
             out[module_id] = hook.on_task_switch(self.num_updates, self._batch_fn(module_id))
+            module = self.module[module_id].unwrapped()
+            if optimizer == "reset":
+                reset_optimizer_params(hook.optimizer, module.parameters())
+            if target == "sync":
+                sync_targets(module)
             self.metrics.log_dict(out[module_id], key=module_id, window=1)
         return out
 

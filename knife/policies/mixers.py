@@ -13,6 +13,10 @@ class VDNMixer(nn.Module):
         """agent_qs [..., N], states [..., S] -> q_tot [...]."""
         return agent_qs.sum(dim=-1)
 
+    def injection_points(self) -> tuple[str, ...]:
+        """Nothing to inject: VDN has no parameters."""
+        return ()
+
 
 class QMixer(nn.Module):
     """Monotonic mixer: state-conditioned hypernetworks produce non-negative mixing weights.
@@ -42,6 +46,13 @@ class QMixer(nn.Module):
         self.value = nn.Sequential(
             nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1)
         )
+
+    def injection_points(self) -> tuple[str, ...]:
+        """Where plasticity injection may add old + new - copy terms: the hypernetworks,
+        whose outputs pass through abs() afterwards, and the additive b1 and V(s). Wrapping
+        the whole mixer instead would give old(q) + new(q) - copy(q), which is not monotone
+        in q (IGM would no longer hold)."""
+        return ("hyper_w1", "hyper_w_final", "hyper_b1", "value")
 
     def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """agent_qs [..., N], states [..., S] -> q_tot [...]."""

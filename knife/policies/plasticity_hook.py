@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from knife.plasticity import StagnationMonitor, build_intervention, plasticity_metrics
-from knife.plasticity.config import MONITOR_OPTIONS, split_options
+from knife.plasticity import StagnationMonitor, plasticity_metrics
+from knife.plasticity.config import PlasticityConfig
 
 PREFIX = "plasticity/"
 
@@ -27,14 +27,14 @@ class PlasticityHook:
     """Monitor + intervention for one QMixRLModule and its optimizer."""
 
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> None:
-        hook, options = split_options(config)
+        plasticity = PlasticityConfig.from_mapping(config)
         self.module = module
         self.optimizer = optimizer
-        self.method = hook["method"]
-        self.metrics_interval = int(hook["metrics_interval"])
-        self.monitor_options = {k: hook[k] for k in MONITOR_OPTIONS}
+        self.method = plasticity.method
+        self.metrics_interval = plasticity.monitor.metrics_interval
+        self.monitor_options = plasticity.monitor.monitor_kwargs()
         self.monitor = StagnationMonitor(self._online(), **self.monitor_options)
-        self.intervention = build_intervention(self.method, **options)
+        self.intervention = plasticity.build_intervention()
         self.injections = 0
         self.units_changed = 0
         self.last_summary: dict[str, float] = {}

@@ -37,6 +37,8 @@ def test_list_form_defaults():
         "buffer_on_switch": "flush",
         "reanneal_epsilon": False,
         "eval_previous": False,
+        "target_on_switch": "sync",
+        "optimizer_on_switch": "keep",
     }
     assert seq.name is None and len(seq) == 2
 
@@ -46,6 +48,8 @@ def test_mapping_form_and_round_trip():
         "buffer_on_switch": "keep",
         "reanneal_epsilon": True,
         "eval_previous": True,
+        "target_on_switch": "keep",
+        "optimizer_on_switch": "reset",
         "name": "two",
         "tasks": TWO,
     }
@@ -54,6 +58,8 @@ def test_mapping_form_and_round_trip():
         "buffer_on_switch": "keep",
         "reanneal_epsilon": True,
         "eval_previous": True,
+        "target_on_switch": "keep",
+        "optimizer_on_switch": "reset",
     }
     assert seq.name == "two"
     again = TaskSequence.from_config(seq.to_config())
@@ -138,7 +144,15 @@ BAD = [
     (
         {"tasks": TWO, "buffer": "keep"},
         "tasks: unknown key 'buffer'; allowed: tasks, buffer_on_switch, reanneal_epsilon, "
-        "eval_previous, name, preset",
+        "eval_previous, target_on_switch, optimizer_on_switch, name, preset",
+    ),
+    (
+        {"tasks": TWO, "target_on_switch": "copy"},
+        "tasks.target_on_switch: unknown 'copy'; allowed: sync, keep",
+    ),
+    (
+        {"tasks": TWO, "optimizer_on_switch": "zero"},
+        "tasks.optimizer_on_switch: unknown 'zero'; allowed: keep, reset",
     ),
     ({"buffer_on_switch": "keep"}, "tasks.tasks: required, a list of tasks (or use preset)"),
     ({"tasks": {"env": "matrix:climbing"}}, "tasks: the tasks must be a list"),

@@ -42,6 +42,16 @@ BAD_INPUTS = {
     "unknown mixer": (GOOD, ["algorithm=qtran"], ["algorithm: unknown 'qtran'", "qmix, vdn"]),
     "unknown override": (GOOD, ["training.lrr=1"], ["training.lrr", "allowed: lr"]),
     "bad hyperparameter": (GOOD, ["training.gamma=2"], ["training.gamma", "(0, 1]"]),
+    "ambiguous plasticity key": (
+        GOOD + "plasticity: {method: redo, tau: 0.1}\n",
+        [],
+        ["plasticity.tau: ambiguous", "plasticity.monitor.tau", "plasticity.options.redo.tau"],
+    ),
+    "unknown plasticity option": (
+        GOOD,
+        ["plasticity.options.knife.taux=0.1"],
+        ["plasticity.options.knife.taux", "allowed:", "max_fraction"],
+    ),
 }
 
 

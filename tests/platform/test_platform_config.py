@@ -136,10 +136,30 @@ BAD = [
         ["tasks[0].steps", "required"],
     ),
     (with_(plasticity={"method": "knifee"}), ["plasticity.method: unknown 'knifee'", "knife"]),
-    (with_(plasticity={"method": "knife", "tau": 1.5}), ["plasticity.tau", "(0, 1]"]),
-    (with_(plasticity={"method": "knife", "tau": 0.0}), ["plasticity.tau", "(0, 1]"]),
-    (with_(plasticity={"method": "knife", "scope": "critic"}), ["scope", "agent"]),
-    (with_(plasticity={"method": "redo", "bogus": 1}), ["plasticity", "bogus", "valid options"]),
+    (with_(plasticity={"monitor": {"tau": 1.5}}), ["plasticity.monitor.tau", "(0, 1]"]),
+    (with_(plasticity={"monitor": {"tau": 0.0}}), ["plasticity.monitor.tau", "(0, 1]"]),
+    (
+        with_(plasticity={"options": {"knife": {"scope": "critic"}}}),
+        ["plasticity.options.knife.scope", "agent"],
+    ),
+    (
+        with_(plasticity={"method": "redo", "tau": 0.1}),
+        ["plasticity.tau: ambiguous", "plasticity.monitor.tau", "plasticity.options.redo.tau"],
+    ),
+    (
+        with_(plasticity={"on_task_switch": True}),
+        ["plasticity.on_task_switch", "plasticity.options.", "method, monitor, options"],
+    ),
+    (with_(plasticity={"monitor": {"taux": 0.1}}), ["plasticity.monitor.taux", "tau, beta"]),
+    (with_(plasticity={"options": {"knifee": {}}}), ["plasticity.options.knifee", "knife"]),
+    (
+        with_(plasticity={"options": {"redo": {"units": "random"}}}),
+        ["plasticity.options.redo.units", "every_n_updates"],
+    ),
+    (
+        with_(plasticity={"method": "redo", "bogus": 1}),
+        ["plasticity.bogus: unknown key", "method, monitor, options"],
+    ),
     (with_(algorithm="vdn", plasticity={"method": "reborn"}), ["plasticity.method", "VDN"]),
     (
         with_(training={"lrr": 1e-3}),

@@ -94,7 +94,7 @@ def test_grid_expands_methods_seeds_sequences_in_a_stable_order():
 def test_params_and_inline_axes():
     raw = sweep_with(
         grid__params={"training.lr": {"grid": [0.001, 0.0005]}},
-        base__plasticity={"tau": {"choice": [0.1, 0.25]}},
+        base__plasticity={"monitor": {"tau": {"choice": [0.1, 0.25]}}},
         grid__sequences=DELETE,
         base__env="matrix:two_step",
         base__steps=100,
@@ -103,13 +103,13 @@ def test_params_and_inline_axes():
     sweep = parse_sweep_config(raw)
     grid = [a.target for a in sweep.grid_axes]
     assert grid == ["plasticity.method", "seed", "training.lr"]
-    assert [a.target for a in sweep.choice_axes] == ["plasticity.tau"]
-    assert "tau" not in sweep.base["plasticity"]  # the axis left base
+    assert [a.target for a in sweep.choice_axes] == ["plasticity.monitor.tau"]
+    assert "tau" not in sweep.base["plasticity"]["monitor"]  # the axis left base
     trials = sweep.trials()
     assert len(trials) == 2 * 3 * 2 and sweep.num_trials() == 36
     assert trials[1].overrides["training.lr"] == 0.0005
     text = describe(sweep)
-    assert "plasticity.tau drawn per trial from [0.1, 0.25]" in text
+    assert "plasticity.monitor.tau drawn per trial from [0.1, 0.25]" in text
     assert "36 trial(s)" in text
 
 

@@ -51,7 +51,7 @@ CI_SWEEP = {
         "algorithm": "qmix",
         "training": TRAINING,
         "evaluation": {"episodes": 2, "interval": 50},
-        "plasticity": {"metrics_interval": 10},
+        "plasticity": {"monitor": {"metrics_interval": 10}},
     },
     "grid": {
         "methods": ["none", "knife"],

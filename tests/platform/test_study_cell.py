@@ -37,7 +37,7 @@ def test_one_study_cell_at_tiny_scale_has_the_committed_report_format(tmp_path):
     raw["name"] = raw["mlflow"]["experiment"] = "study_cell"
     raw["base"]["algorithm"] = "qmix"
     raw["base"]["evaluation"]["interval"] = 20
-    raw["base"]["plasticity"]["metrics_interval"] = 5
+    raw["base"]["plasticity"]["monitor"]["metrics_interval"] = 5
     raw["grid"].update(methods=["none", "knife"], seeds=[0, 1])
     del raw["grid"]["exclude"]  # no VDN here
     for task in raw["grid"]["sequences"]["matrix_payoffs"]["tasks"]:

@@ -29,7 +29,7 @@ def _matrix_tasks(buffer_on_switch):
 @pytest.mark.e2e
 def test_matrix_sequence_switches_with_knife_at_the_boundary(ray_local):
     cfg = _seq_config(_matrix_tasks("flush"))
-    cfg.plasticity(method="knife", metrics_interval=5)
+    cfg.plasticity("knife", monitor={"metrics_interval": 5})
     algo = cfg.build_algo()
     try:
         before = _train(algo, 500)

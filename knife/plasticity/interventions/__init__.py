@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .base import EVENTS, TARGET_SYNC, Intervention, InterventionSummary
+from .base import EVENTS, Intervention, InterventionSummary
 from .baselines import (
     NoIntervention,
     RedoIntervention,
@@ -74,7 +74,6 @@ def _lookup(name: str) -> tuple[type[Intervention], dict[str, Any]]:
 __all__ = [
     "EVENTS",
     "INTERVENTIONS",
-    "TARGET_SYNC",
     "Intervention",
     "InterventionSummary",
     "KnifeIntervention",

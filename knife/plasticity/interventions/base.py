@@ -1,4 +1,4 @@
-"""Shared machinery of all interventions: triggers, scope, cap, target sync, summary."""
+"""Shared machinery of all interventions: triggers, scope, cap, target structure, summary."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from torch import nn
 
 from knife.plasticity.metrics import Batch
 from knife.plasticity.monitor import StagnationMonitor
-from knife.plasticity.structure import copy_networks, mirror_structure
+from knife.plasticity.structure import mirror_structure
 from knife.plasticity.units import Scope
 
 EVENTS = ("task_switch", "update")
-TARGET_SYNC = ("copy", "structure")
 
 
 @dataclass
@@ -46,12 +45,13 @@ class Intervention:
     - every_n_updates (int | None): also fire on every n-th "update" event;
     - scope: "agent", "mixer", a module path or a list of them (None: agent and mixer);
     - max_fraction (float in (0, 1] | None): cap on the fraction of units changed per layer,
-      the lowest-scoring units first (unit-level methods; network-level methods ignore it);
-    - target_sync ("copy" | "structure"): with a target network, "copy" gives it the online
-      structure and copies the changed networks' full state into it (a hard target update of
-      those networks, so its K, A, C equal the online ones); "structure" only mirrors the
-      structure (empty composites, frozen terms with its own values) and keeps the target's
-      function until the next regular target update.
+      the lowest-scoring units first (unit-level methods; network-level methods ignore it).
+
+    A target network only gets the structure the intervention added (empty composites, zero
+    injection terms), never values: its function is kept until the next regular target
+    update, exactly as for `none`. What the targets do at a task switch is the sequence's
+    switch protocol (knife.envs.tasks.TaskSequence: target_on_switch), the same for every
+    method, so no method enters a task with a fresher target than another.
     """
 
     name: ClassVar[str] = "base"
@@ -64,7 +64,6 @@ class Intervention:
         every_n_updates: int | None = None,
         scope: Scope = None,
         max_fraction: float | None = None,
-        target_sync: str = "copy",
     ) -> None:
         if every_n_updates is not None and (
             not isinstance(every_n_updates, int) or every_n_updates <= 0
@@ -74,14 +73,11 @@ class Intervention:
             )
         if max_fraction is not None and not 0.0 < float(max_fraction) <= 1.0:
             raise ValueError(f"max_fraction must be in (0, 1] or None, got {max_fraction!r}")
-        if target_sync not in TARGET_SYNC:
-            raise ValueError(f"target_sync must be one of {list(TARGET_SYNC)}, got {target_sync!r}")
         self.method = self.name
         self.on_task_switch = bool(on_task_switch)
         self.every_n_updates = every_n_updates
         self.scope = self.default_scope if scope is None else scope
         self.max_fraction = None if max_fraction is None else float(max_fraction)
-        self.target_sync = target_sync
 
     def should_fire(self, event: str, num_updates: int) -> bool:
         """Whether to apply now. event: "task_switch" or "update" (after learner update n)."""
@@ -102,11 +98,11 @@ class Intervention:
         target: nn.Module | None = None,
     ) -> InterventionSummary:
         """Change `model` in place (never replacing Parameters the optimizer holds), reset the
-        optimizer state of what was re-initialized, and keep `target` in step."""
+        optimizer state of what was re-initialized, and give `target` the same structure."""
         summary = InterventionSummary(self.method)
         self._apply(model, optimizer, monitor=monitor, batch=batch, summary=summary)
         if target is not None:
-            self._sync_target(model, target, summary)
+            mirror_structure(model, target)
         return summary
 
     def _apply(
@@ -119,15 +115,6 @@ class Intervention:
         summary: InterventionSummary,
     ) -> None:
         raise NotImplementedError
-
-    def _sync_target(
-        self, model: nn.Module, target: nn.Module, summary: InterventionSummary
-    ) -> None:
-        if self.target_sync == "structure":
-            mirror_structure(model, target)
-            return
-        nets = sorted({p.split(".", 1)[0] for p, n in summary.units_changed.items() if n > 0})
-        copy_networks(model, target, nets)
 
     def select(self, candidates: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Indices of candidate units, capped at max_fraction (lowest scores kept)."""

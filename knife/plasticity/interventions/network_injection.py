@@ -24,10 +24,13 @@ class PlasticityInjectionIntervention(Intervention):
     a frozen copy of the fresh values is the compensation term. Optimizer state of the live
     parameters is fully reset.
 
-    Scope entries name modules to wrap. A module that has methods besides forward (e.g. the
-    RNN agent with `unroll`) cannot be wrapped transparently, so its output head - its last
-    Linear, agent.fc2 for the QMIX agent - is wrapped instead. Default scope: agent (its head)
-    and mixer (whole). Repeated injection appends two more frozen terms.
+    Scope entries name modules to wrap. A network that declares `injection_points()` (child
+    paths) is injected there: the QMIX mixer names its hypernetworks, so the new terms sit
+    before abs() and Q_tot stays monotone in every Q_i (wrapping the whole mixer would not
+    be). Otherwise a module with methods besides forward (e.g. the RNN agent with `unroll`)
+    cannot be wrapped transparently, so its output head - its last Linear, agent.fc2 for the
+    QMIX agent - is wrapped instead. Default scope: agent and mixer. Repeated injection
+    appends two more frozen terms.
     """
 
     name = "plasticity_injection"
@@ -35,12 +38,8 @@ class PlasticityInjectionIntervention(Intervention):
     @torch.no_grad()
     def _apply(self, model, optimizer, *, monitor, batch, summary) -> None:
         changed_paths = []
-        for entry in scope_modules(model, self.scope):
-            path = _injection_path(model, entry)
-            if path != entry:
-                summary.notes.append(
-                    f"{entry}: has methods besides forward, injected at its head {path}"
-                )
+        paths = [p for e in scope_modules(model, self.scope) for p in _paths(model, e, summary)]
+        for path in paths:
             wrapper = ensure_injected(model, path)
             wrapper.add_frozen(frozen_copy(wrapper.live), 1.0)
             changed, notes = reinit_module_(wrapper.live, path)
@@ -62,17 +61,30 @@ class PlasticityInjectionIntervention(Intervention):
             )
 
 
-def _injection_path(model: nn.Module, entry: str) -> str:
+def _paths(model: nn.Module, entry: str, summary) -> list[str]:
+    """The module paths to wrap for one scope entry (class docstring)."""
     mod = get_module(model, entry)
-    if isinstance(mod, InjectedModule) or _transparent(mod):
-        return entry
+    if isinstance(mod, InjectedModule):
+        return [entry]
+    points = getattr(mod, "injection_points", None)
+    if callable(points):
+        paths = [f"{entry}.{p}" for p in points()]
+        summary.notes.append(
+            f"{entry}: injected at its declared points {paths}"
+            if paths
+            else f"{entry}: declares no injection points (no parameters), left alone"
+        )
+        return paths
+    if _transparent(mod):
+        return [entry]
     heads = [p for p, m in iter_modules(mod, entry) if isinstance(m, nn.Linear)]
     if not heads:
         raise ValueError(
             f"plasticity_injection: {entry!r} has methods besides forward "
             "and no Linear head to wrap"
         )
-    return heads[-1]
+    summary.notes.append(f"{entry}: has methods besides forward, injected at its head {heads[-1]}")
+    return [heads[-1]]
 
 
 def _transparent(mod: nn.Module) -> bool:

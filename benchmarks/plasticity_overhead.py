@@ -1,6 +1,8 @@
 """Cost of the plasticity toolkit on the default QMIX network, measured side by side in one run.
 
-1. learner update time with and without StagnationMonitor.update()   (target: <= 1.05x)
+1. learner update time with and without StagnationMonitor.update()   (target: <= 1.05x),
+   and the fresh-network control (one forward + backward of a fresh copy per metrics report,
+   amortized over the default metrics_interval of 20 updates)
 2. time of one KNIFE injection on the whole agent network and mixer,
    target network kept in step                                         (target: < 100 ms)
 3. learner update time after injecting 25 % of the units vs before    (target: <= 1.15x)
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from knife.plasticity import StagnationMonitor, build_intervention
+from knife.plasticity.fresh_reference import FreshReference
 from knife.policies.agent import RNNAgent
 from knife.policies.mixers import QMixer
 
@@ -113,6 +116,9 @@ def force_stagnant(monitor: StagnationMonitor, fraction: float, gen: torch.Gener
         k = int(fraction * ema.numel())
         ema[torch.randperm(ema.numel(), generator=gen)[:k]] = 1e-3
     state["num_updates"] = max(1, state["num_updates"])
+    # Units that have learned (had a gradient) and then stagnated, not dead-from-init ones.
+    for key in ("ever_active", "judged"):
+        state[key] = {p: torch.ones_like(e) for p, e in state[key].items()}
     monitor.load_state_dict(state)
 
 
@@ -162,6 +168,19 @@ def main() -> None:
     print(f"monitor.update() alone      {1e3 * mon_only:8.3f} ms (median of 50)")
     print(f"  = fraction of an update   {mon_only / statistics.median(plain):8.4f}")
     report_ratio("ratio monitor/plain", plain, with_mon, 1.05)
+    fresh = FreshReference(model, tau=0.25, beta=0.99, interval=20)
+
+    def fresh_loss(nets):
+        h0 = nets.agent.initial_state(args.batch, args.agents).to(device)
+        qs = nets.agent.unroll(batch["inputs"], h0)
+        chosen = qs[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
+        return nets.mixer(chosen, batch["states"][:, :-1]).square().mean()
+
+    fresh_t = statistics.median(timed(lambda: fresh.measure(fresh_loss), device) for _ in range(20))
+    share = fresh_t / 20 / statistics.median(plain)
+    print(
+        f"fresh reference per report  {1e3 * fresh_t:8.2f} ms = {share:.4f} of an update per update"
+    )
 
     # 2. one KNIFE injection on the whole agent network and mixer (+ target sync)
     knife = build_intervention("knife")

@@ -35,6 +35,10 @@ class MonitorConfig:
     beta: float = 0.99  # EMA decay of the per-unit update ratios
     signal: str = "grad"  # "grad": ||g_i|| / ||W_i||; "update": the optimizer's step instead
     metrics_interval: int = 20  # learner updates between plasticity metric reports
+    # Score a fresh copy of the networks on the same batches at each report, for the
+    # "stagnant_above_fresh" control (knife.plasticity.fresh_reference); one extra
+    # forward + backward per report.
+    fresh_reference: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.tau) <= 1.0:
@@ -49,6 +53,11 @@ class MonitorConfig:
         if isinstance(mi, bool) or not isinstance(mi, int) or mi < 1:
             raise ValueError(
                 f"plasticity.monitor.metrics_interval: must be a positive int, got {mi!r}"
+            )
+        if not isinstance(self.fresh_reference, bool):
+            raise ValueError(
+                f"plasticity.monitor.fresh_reference: must be true or false, "
+                f"got {self.fresh_reference!r}"
             )
 
     def monitor_kwargs(self) -> dict[str, Any]:

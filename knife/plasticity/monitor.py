@@ -7,7 +7,15 @@ GRUCell rows i, H+i, 2H+i of weight_ih and weight_hh plus the bias entries):
                                                          or the step's actual change ("update")
     R_i    = EMA_beta(r_i)   (the first update after a reset initializes it)
     s_i    = R_i / mean_j R_j
-    stagnant: s_i < tau       volatile: s_i > volatile_threshold (reported only)
+    stagnant: s_i < tau and the unit has had a gradient since initialization
+    dead since init: the unit's gradient has been exactly zero at every update so far
+    volatile: s_i > volatile_threshold (reported only)
+
+Both raw ratios (gradient and the optimizer's actual step) are tracked whatever `signal`
+picks for the score, and reported as absolute per-layer percentiles, so a layer-wide decline
+is visible even where the relative score (which only sees the tail) is not. Dead units are
+kept apart from stagnant ones: a unit that never learned (a ReLU dead from initialization,
+common in the hypernetworks of a constant-state game) is not a unit that *lost* plasticity.
 
 `update()` is a handful of tensor ops per layer with no Python loop over units and no
 host sync; everything that returns Python floats happens in the reporting methods.
@@ -25,6 +33,7 @@ from torch import nn
 from knife.plasticity.units import Scope, UnitLayer, find_unit_layers, fraction_metrics
 
 SIGNALS = ("grad", "update")
+PERCENTILES = (10, 50, 90)  # of the absolute ratios, per layer
 
 
 def check_tau(tau: float, name: str = "tau") -> float:
@@ -72,9 +81,16 @@ class StagnationMonitor:
         self._params = {ly.path: ly.incoming() for ly in self.layers}
         self._shape = {ly.path: (ly.gates, ly.n_units) for ly in self.layers}
         w0 = self.layers[0].incoming()[0]
-        self._ema = {ly.path: torch.zeros(ly.n_units, device=w0.device) for ly in self.layers}
+        zeros = {ly.path: torch.zeros(ly.n_units, device=w0.device) for ly in self.layers}
+        self._ema_by_signal = {s: {p: z.clone() for p, z in zeros.items()} for s in SIGNALS}
+        self._ema = self._ema_by_signal[signal]  # the one the score uses
+        self._ever_active = {p: torch.zeros_like(z, dtype=torch.bool) for p, z in zeros.items()}
+        # Units that have seen an update since they were (re)initialized: only those can
+        # be called dead.
+        self._judged = {p: torch.zeros_like(z, dtype=torch.bool) for p, z in zeros.items()}
         self._prev: dict[str, list[torch.Tensor]] = {}
-        self.num_updates = 0
+        self.num_updates = 0  # since the last reset (task switch)
+        self.seen_updates = 0  # since construction: what "dead since init" is judged on
         self._snapshot()
 
     @property
@@ -85,36 +101,43 @@ class StagnationMonitor:
 
     @torch.no_grad()
     def update(self) -> None:
-        """Fold the current step into the EMA. Call after each optimizer step."""
+        """Fold the current step into the EMAs. Call after each optimizer step."""
         first = self.num_updates == 0
         for path, params in self._params.items():
             gates, n = self._shape[path]
-            g2 = w2 = None
-            prev = self._prev.get(path)
-            if prev is not None and prev[0].device != params[0].device:  # model was moved
+            prev = self._prev[path]
+            if prev[0].device != params[0].device:  # the model was moved
                 prev = self._prev[path] = [p.detach().clone() for p in params]
+            w2 = g2 = d2 = None
             for k, p in enumerate(params):
-                sig = p.grad if prev is None else p - prev[k]
-                if sig is not None:
-                    s = per_unit_sq(sig, gates, n)
-                    g2 = s if g2 is None else g2 + s
                 w = per_unit_sq(p, gates, n)
+                d = per_unit_sq(p - prev[k], gates, n)
                 w2 = w if w2 is None else w2 + w
-            ema = self._ema[path]
-            if ema.device != w2.device:
-                ema = self._ema[path] = ema.to(w2.device)
+                d2 = d if d2 is None else d2 + d
+                if p.grad is not None:
+                    g = per_unit_sq(p.grad, gates, n)
+                    g2 = g if g2 is None else g2 + g
+                prev[k].copy_(p)
             if g2 is None:
-                ratio = torch.zeros_like(w2)
-            else:
-                ratio = g2.sqrt_().div_(w2.sqrt_().add_(self.eps))
-            if first:
-                ema.copy_(ratio)
-            else:
-                ema.mul_(self.beta).add_(ratio, alpha=1.0 - self.beta)
-            if prev is not None:
-                for k, p in enumerate(params):
-                    prev[k].copy_(p)
+                g2 = torch.zeros_like(w2)
+            norm = w2.sqrt_().add_(self.eps)
+            ratios = {"grad": g2.sqrt() / norm, "update": d2.sqrt_().div_(norm)}
+            for signal, ratio in ratios.items():
+                ema = self._ema_by_signal[signal][path]
+                if ema.device != ratio.device:
+                    ema = self._ema_by_signal[signal][path] = ema.to(ratio.device)
+                if first:
+                    ema.copy_(ratio)
+                else:
+                    ema.mul_(self.beta).add_(ratio, alpha=1.0 - self.beta)
+            ever = self._ever_active[path]
+            if ever.device != g2.device:
+                ever = self._ever_active[path] = ever.to(g2.device)
+            ever.logical_or_(g2 > 0)
+            self._judged[path] = self._judged[path].to(ever.device).fill_(True)
+        self._ema = self._ema_by_signal[self.signal]
         self.num_updates += 1
+        self.seen_updates += 1
 
     def ratios(self) -> dict[str, torch.Tensor]:
         """The smoothed update ratios R_i per layer (copies)."""
@@ -127,9 +150,34 @@ class StagnationMonitor:
         return {p: e / e.mean().clamp_min(1e-30) for p, e in self._ema.items()}
 
     def stagnant_masks(self, tau: float | None = None) -> dict[str, torch.Tensor]:
-        """Bool mask per layer: s_i < tau (default: the monitor's tau)."""
+        """Bool mask per layer: s_i < tau (default: the monitor's tau) among the units that
+        have had a gradient since initialization (dead ones: `dead_masks`)."""
         t = self.tau if tau is None else check_tau(tau)
-        return {p: s < t for p, s in self.scores().items()}
+        return {p: (s < t) & self._ever_active[p] for p, s in self.scores().items()}
+
+    def dead_masks(self) -> dict[str, torch.Tensor]:
+        """Bool mask per layer: units whose gradient has been zero at every update since
+        initialization (or since they were re-initialized). Empty before any update."""
+        return {p: self._judged[p] & ~e for p, e in self._ever_active.items()}
+
+    def candidate_masks(self, tau: float | None = None) -> dict[str, torch.Tensor]:
+        """Units that do not learn, stagnant or dead: what KNIFE replaces."""
+        dead = self.dead_masks()
+        return {p: m | dead[p] for p, m in self.stagnant_masks(tau).items()}
+
+    def dead_fraction(self) -> dict[str, float]:
+        return fraction_metrics("dead_since_init_fraction", self.dead_masks())
+
+    def ratio_percentiles(self) -> dict[str, float]:
+        """Absolute smoothed ratios per layer: "<signal>_ratio/p<q>/<path>" (one sync)."""
+        keys, values = [], []
+        q = torch.tensor([x / 100 for x in PERCENTILES])
+        for signal, emas in self._ema_by_signal.items():
+            for path, ema in emas.items():
+                values.append(torch.quantile(ema.float(), q.to(ema.device)))
+                keys.extend(f"{signal}_ratio/p{x}/{path}" for x in PERCENTILES)
+        flat = torch.cat(values).cpu().tolist()
+        return dict(zip(keys, flat, strict=True))
 
     def volatile_masks(self) -> dict[str, torch.Tensor]:
         return {p: s > self.volatile_threshold for p, s in self.scores().items()}
@@ -156,30 +204,39 @@ class StagnationMonitor:
         }
 
     def metrics(self) -> dict[str, float]:
-        """Flat metrics for a logger: stagnant and volatile fractions, update count."""
+        """Flat metrics for a logger: stagnant, dead and volatile fractions, absolute ratio
+        percentiles, update count."""
         out = self.stagnant_fraction()
+        out.update(self.dead_fraction())
         out.update(self.volatile_fraction())
+        out.update(self.ratio_percentiles())
         out["stagnation/num_updates"] = float(self.num_updates)
         return out
 
     # ----------------------------------------------------------------- bookkeeping
 
     def reset(self) -> None:
-        """Forget history (call at a task switch)."""
-        for e in self._ema.values():
-            e.zero_()
+        """Forget the EMAs (call at a task switch); "dead since init" is kept: it is about
+        the whole life of a unit."""
+        for emas in self._ema_by_signal.values():
+            for e in emas.values():
+                e.zero_()
         self.num_updates = 0
         self._snapshot()
 
     @torch.no_grad()
     def reset_units(self, units_by_path: Mapping[str, torch.Tensor]) -> None:
         """After re-initializing units: give them the layer's mean ratio (score 1) so they are
-        judged afresh, and re-take the `update` snapshot of their layers."""
+        judged afresh, count them as new units for "dead since init", and re-take the
+        snapshot of their layers."""
         for path, units in units_by_path.items():
-            ema = self._ema.get(path)
-            if ema is None or units.numel() == 0:
+            if path not in self._ema or units.numel() == 0:
                 continue
-            ema[units.to(ema.device)] = ema.mean()
+            for emas in self._ema_by_signal.values():
+                ema = emas[path]
+                ema[units.to(ema.device)] = ema.mean()
+            for flags in (self._ever_active, self._judged):
+                flags[path][units.to(flags[path].device)] = False
             if path in self._prev:
                 for prev, p in zip(self._prev[path], self._params[path], strict=True):
                     prev.copy_(p)
@@ -194,7 +251,14 @@ class StagnationMonitor:
                 "eps": self.eps,
             },
             "num_updates": self.num_updates,
+            "seen_updates": self.seen_updates,
             "ema": {p: e.detach().cpu().clone() for p, e in self._ema.items()},
+            "ema_by_signal": {
+                s: {p: e.detach().cpu().clone() for p, e in emas.items()}
+                for s, emas in self._ema_by_signal.items()
+            },
+            "ever_active": {p: e.detach().cpu().clone() for p, e in self._ever_active.items()},
+            "judged": {p: e.detach().cpu().clone() for p, e in self._judged.items()},
             "prev": {p: [t.detach().cpu().clone() for t in ts] for p, ts in self._prev.items()},
         }
 
@@ -210,18 +274,30 @@ class StagnationMonitor:
                     f"monitor state for {p!r} has shape {tuple(e.shape)}, "
                     f"expected {tuple(self._ema[p].shape)}"
                 )
+        for signal, emas in state.get("ema_by_signal", {}).items():
+            for p, e in emas.items():
+                self._ema_by_signal[signal][p].copy_(e)
+        for p, e in ema.items():  # the score's own EMA last: it may have been edited
             self._ema[p].copy_(e)
+        # Checkpoints from before "dead since init" existed: count every unit as active.
+        for name, flags in (("ever_active", self._ever_active), ("judged", self._judged)):
+            saved = state.get(name)
+            for p, e in flags.items():
+                if saved is None:
+                    e.fill_(True)
+                else:
+                    e.copy_(saved[p])
         cfg = state.get("config", {})
         self.tau = check_tau(cfg.get("tau", self.tau))
         self.beta = float(cfg.get("beta", self.beta))
         self.volatile_threshold = float(cfg.get("volatile_threshold", self.volatile_threshold))
         self.eps = float(cfg.get("eps", self.eps))
         self.num_updates = int(state.get("num_updates", 0))
+        self.seen_updates = int(state.get("seen_updates", self.num_updates))
         for p, ts in state.get("prev", {}).items():
             if p in self._prev:
                 for dst, src in zip(self._prev[p], ts, strict=True):
                     dst.copy_(src)
 
     def _snapshot(self) -> None:
-        if self.signal == "update":
-            self._prev = {p: [t.detach().clone() for t in ps] for p, ps in self._params.items()}
+        self._prev = {p: [t.detach().clone() for t in ps] for p, ps in self._params.items()}

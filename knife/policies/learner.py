@@ -44,12 +44,31 @@ class RunningMeanStd:
         self.var, self.count = m2 / total, total
 
 
+def masked_mse(q_tot: torch.Tensor, targets: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
+    """Mean squared TD error over the filled (non-padded) steps."""
+    return (((q_tot - targets) * filled) ** 2).sum() / filled.sum().clamp(min=1.0)
+
+
+def mixed_q_taken(module: Any, agent: Any, mixer: Any, batch: dict[str, torch.Tensor]):
+    """Q_tot of the taken actions [B, T] with the given agent and mixer networks."""
+    q = module.agent_q_sequence(agent, batch)
+    taken = q[:, :-1].gather(-1, batch["actions"][:, :-1].unsqueeze(-1)).squeeze(-1)
+    return mixer(taken * batch["agent_mask"].unsqueeze(1), batch["state"][:, :-1])
+
+
 def qmix_td_loss(
-    module: Any, batch: dict[str, torch.Tensor], q: torch.Tensor, rewards: torch.Tensor, config: Any
+    module: Any,
+    batch: dict[str, torch.Tensor],
+    q: torch.Tensor,
+    rewards: torch.Tensor,
+    config: Any,
+    targets_out: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Masked double-Q TD(lambda) loss of QMIX/VDN; `q` = online agent Qs [B, T+1, N, A].
 
-    `config` needs gamma, td_lambda, double_q. Returns (loss, scalar stats for logging).
+    `config` needs gamma, td_lambda, double_q. Returns (loss, scalar stats for logging);
+    `targets_out`, if given, receives the TD targets and the padding mask (the plasticity
+    hook scores a fresh network against the same targets).
     """
     actions = batch["actions"][:, :-1]  # [B, T, N]
     filled, terminated = batch["filled"], batch["terminated"]
@@ -74,9 +93,11 @@ def qmix_td_loss(
             rewards, terminated, filled, v_next, config.gamma, config.td_lambda
         )
 
+    if targets_out is not None:
+        targets_out.update(targets=targets, filled=filled)
+    loss = masked_mse(q_tot, targets, filled)
     td_error = (q_tot - targets) * filled
     n_valid = filled.sum().clamp(min=1.0)
-    loss = (td_error**2).sum() / n_valid
     # Detached tensors, not floats: no device sync in the update; RLlib's metrics logger
     # converts them when results are reduced.
     with torch.no_grad():
@@ -105,12 +126,13 @@ class QMixTorchLearner(TorchLearner):
         self.num_updates = 0
         self.reward_stats = RunningMeanStd()
         self._last_batch: dict[str, dict[str, torch.Tensor]] = {}
+        self._last_targets: dict[str, dict[str, torch.Tensor]] = {}
         self.plasticity: dict[str, PlasticityHook] = {}
         for module_id, module in self.module._rl_modules.items():
             config = self.config.get_config_for_module(module_id)
             [(_, optimizer)] = self.get_optimizers_for_module(module_id)
             self.plasticity[module_id] = PlasticityHook(
-                module.unwrapped(), optimizer, config.plasticity_config
+                module.unwrapped(), optimizer, config.plasticity_config, seed=config.seed or 0
             )
 
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
@@ -133,11 +155,14 @@ class QMixTorchLearner(TorchLearner):
     ) -> torch.Tensor:
         module = self.module[module_id].unwrapped()
         self._last_batch[module_id] = batch
+        self._last_targets[module_id] = {}
         rewards = batch["reward"]
         if config.standardise_rewards:
             self.reward_stats.update(rewards[batch["filled"] > 0])
             rewards = (rewards - self.reward_stats.mean) / (self.reward_stats.var**0.5 + 1e-8)
-        loss, stats = qmix_td_loss(module, batch, fwd_out["q_values"], rewards, config)
+        loss, stats = qmix_td_loss(
+            module, batch, fwd_out["q_values"], rewards, config, self._last_targets[module_id]
+        )
         self.metrics.log_dict(stats, key=module_id, window=1)
         return loss
 
@@ -159,7 +184,9 @@ class QMixTorchLearner(TorchLearner):
         changes reach the targets in the same update.
         """
         for module_id, hook in self.plasticity.items():
-            metrics = hook.after_update(self.num_updates, self._batch_fn(module_id))
+            metrics = hook.after_update(
+                self.num_updates, self._batch_fn(module_id), self._loss_fn(module_id)
+            )
             if metrics:
                 self.metrics.log_dict(metrics, key=module_id, window=1)
 
@@ -190,14 +217,20 @@ class QMixTorchLearner(TorchLearner):
         if batch is None:
             return None
         module = self.module[module_id].unwrapped()
+        return lambda: mixed_q_taken(module, module.agent, module.mixer, batch)
 
-        def run() -> torch.Tensor:
-            q = module.agent_q_sequence(module.agent, batch)
-            taken = q[:, :-1].gather(-1, batch["actions"][:, :-1].unsqueeze(-1)).squeeze(-1)
-            taken = taken * batch["agent_mask"].unsqueeze(1)
-            return module.mixer(taken, batch["state"][:, :-1])
+    def _loss_fn(self, module_id: str) -> Callable[[Any], torch.Tensor] | None:
+        """The last update's TD loss for other networks (.agent, .mixer), same targets."""
+        batch, td = self._last_batch.get(module_id), self._last_targets.get(module_id)
+        if batch is None or not td:
+            return None
+        module = self.module[module_id].unwrapped()
 
-        return run
+        def loss(nets: Any) -> torch.Tensor:
+            q_tot = mixed_q_taken(module, nets.agent, nets.mixer, batch)
+            return masked_mse(q_tot, td["targets"], td["filled"])
+
+        return loss
 
     def get_state(self, *args, **kwargs) -> dict[str, Any]:
         state = super().get_state(*args, **kwargs)

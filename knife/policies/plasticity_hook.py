@@ -13,6 +13,7 @@ from torch import nn
 
 from knife.plasticity import StagnationMonitor, plasticity_metrics
 from knife.plasticity.config import PlasticityConfig
+from knife.plasticity.fresh_reference import FreshReference
 
 PREFIX = "plasticity/"
 
@@ -26,7 +27,14 @@ def _pair(agent: nn.Module, mixer: nn.Module) -> nn.Module:
 class PlasticityHook:
     """Monitor + intervention for one QMixRLModule and its optimizer."""
 
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer, config: dict) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: dict,
+        *,
+        seed: int = 0,
+    ) -> None:
         plasticity = PlasticityConfig.from_mapping(config)
         self.module = module
         self.optimizer = optimizer
@@ -34,6 +42,16 @@ class PlasticityHook:
         self.metrics_interval = plasticity.monitor.metrics_interval
         self.monitor_options = plasticity.monitor.monitor_kwargs()
         self.monitor = StagnationMonitor(self._online(), **self.monitor_options)
+        # Built before any intervention or restore: the plain architecture, freshly drawn.
+        self.fresh = None
+        if plasticity.monitor.fresh_reference:
+            self.fresh = FreshReference(
+                self._online(),
+                tau=self.monitor_options["tau"],
+                beta=self.monitor_options["beta"],
+                interval=self.metrics_interval,
+                seed=seed,
+            )
         self.intervention = plasticity.build_intervention()
         self.injections = 0
         self.units_changed = 0
@@ -41,13 +59,23 @@ class PlasticityHook:
 
     # --- the two calls the Learner makes ---------------------------------------------
 
-    def after_update(self, num_updates: int, batch_fn: Callable[[], Any]) -> dict[str, float]:
-        """After each optimizer step (grads still populated). Returns metrics when due."""
+    def after_update(
+        self,
+        num_updates: int,
+        batch_fn: Callable[[], Any],
+        loss_fn: Callable[[nn.Module], torch.Tensor] | None = None,
+    ) -> dict[str, float]:
+        """After each optimizer step (grads still populated). Returns metrics when due.
+
+        loss_fn(networks) -> this update's TD loss of other networks (with .agent, .mixer)
+        against the same targets: it scores the fresh reference on the same batch."""
         self.monitor.update()
         fired = self.intervention.should_fire("update", num_updates)
         if fired:
             self._fire(batch_fn)
         if fired or num_updates % self.metrics_interval == 0:
+            if self.fresh is not None and loss_fn is not None:
+                self.fresh.measure(loss_fn)
             return self.metrics(batch_fn)
         return {}
 
@@ -92,6 +120,8 @@ class PlasticityHook:
     def metrics(self, batch_fn: Callable[[], Any] | None) -> dict[str, float]:
         with torch.no_grad():
             raw = plasticity_metrics(self._online(), batch=batch_fn, monitor=self.monitor)
+        if self.fresh is not None:
+            raw.update(self.fresh.metrics(self.monitor))
         out = {f"{PREFIX}{k}": float(v) for k, v in raw.items()}
         out.update(self._counters())
         out.update({f"{PREFIX}last/{k}": v for k, v in self.last_summary.items()})
@@ -100,6 +130,7 @@ class PlasticityHook:
     def state_dict(self) -> dict[str, Any]:
         return {
             "monitor": self.monitor.state_dict(),
+            "fresh": None if self.fresh is None else self.fresh.state_dict(),
             "injections": self.injections,
             "units_changed": self.units_changed,
             "last_summary": dict(self.last_summary),
@@ -109,6 +140,8 @@ class PlasticityHook:
         # The module may have gained composites on restore: rebuild the monitor on it.
         self.monitor = StagnationMonitor(self._online(), **self.monitor_options)
         self.monitor.load_state_dict(state["monitor"])
+        if self.fresh is not None and state.get("fresh") is not None:
+            self.fresh.load_state_dict(state["fresh"])
         self.injections = int(state["injections"])
         self.units_changed = int(state["units_changed"])
         self.last_summary = dict(state["last_summary"])

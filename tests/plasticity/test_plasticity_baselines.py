@@ -230,6 +230,9 @@ def test_interventions_reset_monitor_for_changed_units(model, batch):
     train(model, opt, batch, 3, mon)
     for h in handles:
         h.remove()
-    assert mon.stagnant_masks()["agent.fc1.0"][5]
+    assert mon.dead_masks()["agent.fc1.0"][5]  # no gradient since initialization
+    assert mon.candidate_masks()["agent.fc1.0"][5]
     build_intervention("knife", scope="agent").apply(model, opt, monitor=mon)
-    assert not mon.stagnant_masks()["agent.fc1.0"][5]  # judged afresh after injection
+    assert not mon.candidate_masks()["agent.fc1.0"][5]  # judged afresh after injection
+    train(model, opt, batch, 1, mon)
+    assert not mon.dead_masks()["agent.fc1.0"][5]  # the fresh active part gets a gradient

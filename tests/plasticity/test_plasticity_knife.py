@@ -216,7 +216,7 @@ def test_knife_no_compensation_is_plain_reinit(warmed, batch):
 
 def test_knife_random_units_same_count_random_choice(warmed, batch):
     model, opt, mon = warmed
-    counts = {p: int(m.sum()) for p, m in mon.stagnant_masks().items()}
+    counts = {p: int(m.sum()) for p, m in mon.candidate_masks().items()}
     before = _out(model, batch)
     s = build_intervention("knife_random_units", seed=0).apply(model, opt, monitor=mon)
     for path, count in s.units_changed.items():

@@ -10,34 +10,54 @@ from torch import nn
 from knife.plasticity import StagnationMonitor
 
 
-def test_zero_and_tiny_gradient_units_are_stagnant(model, batch):
+def test_tiny_gradient_units_are_stagnant_and_zero_gradient_units_dead(model, batch):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    mon = StagnationMonitor(model)
+    mon = StagnationMonitor(model, beta=0.9)  # a short EMA: the healthy start fades quickly
+    # Dead from initialization: no gradient at any update.
     hz = stall_units(
         model, {"agent.fc1.0": torch.tensor([3]), "mixer.hyper_w1.0": torch.tensor([5])}
     )
+    train(model, opt, batch, 5, mon)
+    # Healthy for 5 updates, then their gradient is made tiny: they *became* stagnant.
     ht = stall_units(
         model, {"agent.fc1.0": torch.tensor([7]), "agent.rnn": torch.tensor([2, 9])}, 1e-4
     )
-    train(model, opt, batch, 15, mon)
+    train(model, opt, batch, 100, mon, seed=10)
     for h in hz + ht:
         h.remove()
-    masks = mon.stagnant_masks()
-    assert masks["agent.fc1.0"][3] and masks["agent.fc1.0"][7]
-    assert masks["mixer.hyper_w1.0"][5]
-    assert masks["agent.rnn"][2] and masks["agent.rnn"][9]  # GRU units are scored
+    stagnant, dead = mon.stagnant_masks(), mon.dead_masks()
+    assert stagnant["agent.fc1.0"][7]
+    assert stagnant["agent.rnn"][2] and stagnant["agent.rnn"][9]  # GRU units are scored
+    assert dead["agent.fc1.0"][3] and dead["mixer.hyper_w1.0"][5]
+    assert not stagnant["agent.fc1.0"][3] and not stagnant["mixer.hyper_w1.0"][5]
+    assert not dead["agent.fc1.0"][7] and not dead["agent.rnn"][2]
+    assert mon.candidate_masks()["agent.fc1.0"][[3, 7]].all()  # KNIFE takes both kinds
     scores = mon.scores()
     normal = scores["agent.fc1.0"].argmax()  # the unit with the largest update ratio
-    assert not masks["agent.fc1.0"][normal]
-    assert masks["agent.fc1.0"].float().mean() < 0.5  # most units are healthy
-    frac = mon.stagnant_fraction()
-    assert frac["stagnant_fraction/agent.fc1.0"] >= 2 / 64
-    assert set(frac) >= {
+    assert not stagnant["agent.fc1.0"][normal]
+    assert stagnant["agent.fc1.0"].float().mean() < 0.5  # most units are healthy
+    metrics = mon.metrics()
+    assert metrics["stagnant_fraction/agent.fc1.0"] >= 1 / 64
+    assert metrics["dead_since_init_fraction/agent.fc1.0"] >= 1 / 64
+    assert set(metrics) >= {
         "stagnant_fraction/agent",
         "stagnant_fraction/mixer",
         "stagnant_fraction/all",
+        "dead_since_init_fraction/all",
+        "grad_ratio/p50/agent.rnn",
+        "update_ratio/p10/mixer.hyper_w1.0",
     }
-    assert all(isinstance(v, float) for v in mon.metrics().values())
+    # Absolute ratios are ordered percentiles, and the stalled GRU units sit in the low tail.
+    ratios = mon.ratios()["agent.rnn"]
+    p10, p90 = metrics["grad_ratio/p10/agent.rnn"], metrics["grad_ratio/p90/agent.rnn"]
+    assert p10 <= metrics["grad_ratio/p50/agent.rnn"] <= p90
+    assert float(ratios[2]) < p10
+    assert all(isinstance(v, float) for v in metrics.values())
+    # Restored from a checkpoint, the dead / stagnant split is the same.
+    other = StagnationMonitor(model, beta=0.9)
+    other.load_state_dict(mon.state_dict())
+    assert all(torch.equal(other.dead_masks()[p], m) for p, m in dead.items())
+    assert all(torch.equal(other.stagnant_masks()[p], m) for p, m in stagnant.items())
 
 
 def _manual_linear_ratio(w, b, gw, gb, eps=1e-8):
@@ -87,8 +107,9 @@ def test_update_signal_uses_parameter_change():
     lin = nn.Linear(4, 2)
     net = nn.Sequential(lin, nn.Tanh())
     mon = StagnationMonitor(net, signal="update", beta=0.0)
+    lin.weight.grad = torch.ones_like(lin.weight)  # both units have a gradient (not dead) ...
     with torch.no_grad():
-        lin.weight[0] += 0.5  # unit 0 moves, unit 1 does not
+        lin.weight[0] += 0.5  # ... but only unit 0 moves
     mon.update()
     s = mon.scores()["0"]
     assert s[0] > 1.9 and s[1] == 0

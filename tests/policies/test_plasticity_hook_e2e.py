@@ -29,8 +29,14 @@ def test_knife_fires_on_schedule_and_at_task_switch_and_survives_restore(ray_loc
             "stagnant_fraction/mixer",
             "dormant_fraction/all",
             "effective_rank/agent",
+            "dead_since_init_fraction/mixer",
+            "fresh_stagnant_fraction/agent.rnn",
+            "grad_ratio/p50/agent.fc1.0",
+            "update_ratio/p90/mixer.hyper_w1.0",
         ):
             assert 0.0 <= metrics[f"plasticity/{key}"], key
+        # The fresh-network control, on the same batches: a difference of two fractions.
+        assert -1.0 <= metrics["plasticity/stagnant_above_fresh/all"] <= 1.0
         assert metrics["plasticity/interventions"] >= 1
         assert metrics["plasticity/units_changed_total"] > 0
         module = _module(algo)

@@ -69,7 +69,8 @@ class KnifeIntervention(Intervention):
         )
         layers = linear_only(find_unit_layers(model, self.scope), summary.notes, self.method)
         scores = monitor.scores()
-        masks = monitor.stagnant_masks(self.tau)
+        # Stagnant and dead-since-init units alike do not learn; both are replaced.
+        masks = monitor.candidate_masks(self.tau)
         changed = {}
         for ly in layers:
             if ly.path not in scores:

@@ -37,6 +37,9 @@ matrix:two_step      QMIX paper (Rashid et al. 2018), 2 agents x 2 actions, 2 st
 
 One-step games: episode length 1, terminated=True after the step, obs = 1.0 for every agent
 (the state is always the same, so a constant feature is all there is), state = [1.0].
+Config `noise_features: n` (every one-step game) appends n N(0, 1) features, drawn each
+step, to the state and every agent's obs: uninformative (the payoff ignores them) but
+non-degenerate, so the hypernetworks are not half dead by construction.
 Two-step game: obs and state are the one-hot of the current state (1, 2A, 2B), so agents
 can tell 2A from 2B; the observation returned on termination is that of the state the last
 step was played in (it is never bootstrapped from).
@@ -54,8 +57,12 @@ from typing import Any
 import numpy as np
 
 from knife.envs.base import TeamEnv, TeamSpec
-from knife.envs.validation import check_actions, check_keys, get_float
+from knife.envs.validation import check_actions, check_keys, get_float, get_int
 
+# Optional uninformative input: that many N(0, 1) features appended to obs and state. With
+# the constant 1.0 alone, half of the hypernetworks' Linear(1, h) ReLUs are dead from
+# initialization by construction; noise features make the input non-degenerate.
+NOISE_FEATURES = "noise_features"
 CLIMBING = ((11.0, -30.0, 0.0), (-30.0, 7.0, 0.0), (0.0, 6.0, 5.0))
 NONMONOTONIC = ((8.0, -12.0, -12.0), (-12.0, 0.0, 0.0), (-12.0, 0.0, 0.0))
 QPLEX_3 = ((8.0, -12.0, -12.0), (-12.0, 6.0, 0.0), (-12.0, 0.0, 6.0))
@@ -106,22 +113,22 @@ def parse_payoff(payoff: Any) -> np.ndarray:
 def _one_step_payoff(env_name: str, config: Mapping[str, Any]) -> np.ndarray:
     """Validate `config` for a one-step game and return its payoff tensor."""
     if env_name == "matrix:climbing":
-        check_keys(env_name, config, [])
+        check_keys(env_name, config, [NOISE_FEATURES])
         return np.array(CLIMBING)
     if env_name == "matrix:penalty":
-        check_keys(env_name, config, ["k"])
+        check_keys(env_name, config, [NOISE_FEATURES, "k"])
         return penalty_payoff(get_float(config, "k", PENALTY_K_DEFAULT, max_value=0.0))
     if env_name in ("matrix:nonmonotonic", "matrix:qplex_2"):
-        check_keys(env_name, config, [])
+        check_keys(env_name, config, [NOISE_FEATURES])
         return np.array(NONMONOTONIC)
     if env_name == "matrix:qplex_1":
-        check_keys(env_name, config, ["first_weight"])
+        check_keys(env_name, config, [NOISE_FEATURES, "first_weight"])
         return qplex_1_payoff(get_float(config, "first_weight", QPLEX_1_FIRST_WEIGHT))
     if env_name == "matrix:qplex_3":
-        check_keys(env_name, config, [])
+        check_keys(env_name, config, [NOISE_FEATURES])
         return np.array(QPLEX_3)
     if env_name == "matrix:custom":
-        check_keys(env_name, config, ["payoff"])
+        check_keys(env_name, config, [NOISE_FEATURES, "payoff"])
         if "payoff" not in config:
             raise ValueError("env_config.payoff: required for matrix:custom (a nested list)")
         return parse_payoff(config["payoff"])
@@ -141,21 +148,27 @@ ONE_STEP_GAMES = (
 
 def validate_one_step(env_name: str, config: Mapping[str, Any]) -> None:
     _one_step_payoff(env_name, config)
+    get_int(config, NOISE_FEATURES, 0, min_value=0, max_value=1024)
 
 
 def make_one_step(env_name: str, config: Mapping[str, Any]) -> MatrixGame:
-    return MatrixGame(_one_step_payoff(env_name, config), name=env_name)
+    noise = get_int(config, NOISE_FEATURES, 0, min_value=0, max_value=1024)
+    return MatrixGame(_one_step_payoff(env_name, config), name=env_name, noise_features=noise)
 
 
 class MatrixGame(TeamEnv):
     """A one-step cooperative game: reward = payoff[a_0, ..., a_{n-1}]."""
 
-    def __init__(self, payoff: Any, name: str = "matrix:custom") -> None:
+    def __init__(
+        self, payoff: Any, name: str = "matrix:custom", *, noise_features: int = 0
+    ) -> None:
         self.payoff = parse_payoff(payoff)
         self.name = name
+        self.noise_features = int(noise_features)
         self.action_counts = tuple(int(s) for s in self.payoff.shape)
         n_agents, n_actions = len(self.action_counts), max(self.action_counts)
-        self._set_team(TeamSpec(n_agents, n_actions, obs_dim=1, state_dim=1, episode_limit=1))
+        dim = 1 + self.noise_features
+        self._set_team(TeamSpec(n_agents, n_actions, obs_dim=dim, state_dim=dim, episode_limit=1))
         self._avail = np.zeros((n_agents, n_actions), np.float32)
         for i, count in enumerate(self.action_counts):
             self._avail[i, :count] = 1.0
@@ -163,9 +176,12 @@ class MatrixGame(TeamEnv):
         self._done = True
 
     def _obs(self) -> dict[str, np.ndarray]:
+        state = np.ones((1 + self.noise_features,), np.float32)
+        if self.noise_features:  # drawn per step from the env's seeded RNG; payoff-free
+            state[1:] = self.np_random.standard_normal(self.noise_features)
         return {
-            "obs": np.ones((self.n_agents, 1), np.float32),
-            "state": np.ones((1,), np.float32),
+            "obs": np.broadcast_to(state, (self.n_agents, state.size)).copy(),
+            "state": state,
             "avail_actions": self._avail.copy(),
         }
 

@@ -144,3 +144,41 @@ def test_check_env(name, strict_check_env):
 
 def test_check_env_custom_padded(strict_check_env):
     strict_check_env(make("matrix:custom", payoff=[[[1, 2]], [[3, 4]]]))
+
+
+def test_noise_features_make_the_input_non_degenerate():
+    import torch
+
+    from knife.envs import make
+
+    env = make("matrix:penalty", k=-50, noise_features=3)
+    assert env.team.obs_dim == 4 and env.team.state_dim == 4
+    first, _ = env.reset(seed=0)
+    again, _ = make("matrix:penalty", k=-50, noise_features=3).reset(seed=0)
+    np.testing.assert_array_equal(first["state"], again["state"])  # seeded
+    assert first["state"][0] == 1.0 and np.all(first["obs"] == first["state"])
+    _, reward, *_ = env.step(np.array([0, 0]))
+    assert reward == -50.0  # the payoff ignores the noise
+    states = []
+    for _ in range(256):
+        obs, _ = env.reset()
+        states.append(obs["state"])
+    states = torch.tensor(np.array(states))
+    assert len({tuple(s) for s in states.tolist()}) == 256  # a fresh draw every episode
+    # A hypernetwork's first Linear + ReLU: about half its units are dead from init on the
+    # constant state, (almost) none with the noise features.
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 64)
+    dead_noisy = (torch.relu(layer(states)).amax(0) == 0).float().mean()
+    const = torch.nn.Linear(1, 64)
+    dead_const = (torch.relu(const(torch.ones(256, 1))).amax(0) == 0).float().mean()
+    assert dead_const > 0.3 and dead_noisy < 0.05
+
+
+def test_noise_features_bad_value_is_named():
+    from knife.envs import validate
+
+    with pytest.raises(ValueError, match="env_config.noise_features: must be an integer in"):
+        validate("matrix:climbing", {"noise_features": -1})
+    with pytest.raises(ValueError, match="allowed: noise_features, k"):
+        validate("matrix:penalty", {"kk": 1})

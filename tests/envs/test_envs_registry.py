@@ -50,18 +50,18 @@ def test_unknown_env():
         (
             "matrix:climbing",
             {"x": 1},
-            "env_config: unknown key 'x' for matrix:climbing; allowed: (none)",
+            "env_config: unknown key 'x' for matrix:climbing; allowed: noise_features",
         ),
         (
             "matrix:penalty",
             {"kk": 1},
-            "env_config: unknown key 'kk' for matrix:penalty; allowed: k",
+            "env_config: unknown key 'kk' for matrix:penalty; allowed: noise_features, k",
         ),
         ("matrix:two_step", {"k": 1}, "env_config: unknown key 'k' for matrix:two_step"),
         (
             "matrix:custom",
             {"payoff": [[1]], "k": 1},
-            "env_config: unknown key 'k' for matrix:custom; allowed: payoff",
+            "env_config: unknown key 'k' for matrix:custom; allowed: noise_features, payoff",
         ),
         ("stag_hunt", {"x": 1}, "env_config: unknown key 'x' for stag_hunt; allowed: world_shape"),
     ],

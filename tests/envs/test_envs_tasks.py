@@ -112,7 +112,7 @@ BAD = [
     ([TWO[0], {"env": "foo", "steps": 10}], "tasks[1].env: unknown env 'foo'; registered: "),
     (
         [{"env": "matrix:climbing", "env_config": {"x": 1}, "steps": 10}],
-        "tasks[0].env_config: unknown key 'x' for matrix:climbing; allowed: (none)",
+        "tasks[0].env_config: unknown key 'x' for matrix:climbing; allowed: noise_features",
     ),
     (
         [{"env": "stag_hunt", "env_config": {"view": 2}, "steps": 10}],

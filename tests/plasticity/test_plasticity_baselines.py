@@ -12,6 +12,7 @@ from plasticity_helpers import QmixNet, stall_units, td_loss, train, trainable_c
 from knife.plasticity import (
     InjectedModule,
     StagnationMonitor,
+    activation_scores,
     build_intervention,
     dormant_masks,
     install_from_state_dict,
@@ -196,21 +197,51 @@ def test_plasticity_injection_keeps_output_and_params(model, batch):
         assert torch.equal(x, y)
 
 
-def test_reborn_keeps_mixer_output(model, batch):
+def test_reborn_transfers_like_its_public_code_and_keeps_the_output(model, batch):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     train(model, opt, batch, 2)
-    hw1 = model.mixer.hyper_w1[0]
-    _kill(hw1, [0, 6, 11])
+    layer, consumer = model.mixer.hyper_w_final[0], model.mixer.hyper_w_final[2]
+    with torch.no_grad():  # two over-active units (score > beta = 3) and three dead ones
+        layer.weight[[1, 2]] *= 30.0
+        layer.bias[[1, 2]] += 30.0
+    _kill(layer, [0, 6, 11])
+    path = "mixer.hyper_w_final.0"
+    score = activation_scores(model, batch, scope=path)[path]
+    dormant = (score <= 0.1).nonzero().flatten().tolist()  # tau = 0.1
+    assert {0, 6, 11} <= set(dormant) and (score > 3).nonzero().flatten().tolist() == [1, 2]
+    hw1 = copy.deepcopy(model.mixer.hyper_w1.state_dict())
+    w_out_before = consumer.weight.detach().clone()
+    consumer_moments = _moments(opt, consumer.weight)
     before = _out(model, batch)
-    s = build_intervention("reborn", tau=0.025).apply(model, opt, batch=batch)
-    assert s.units_changed["mixer.hyper_w1.0"] == 3
-    assert _close(before, _out(model, batch), atol=1e-5)
-    assert not dormant_masks(model, batch, scope="mixer")["mixer.hyper_w1.0"][[0, 6, 11]].any()
-    # a reborn unit's incoming weights are a positive multiple of an over-active unit's
-    w = hw1.weight.detach()
-    ratios = (w[0] / w).abs()
-    assert ((ratios.max(1).values - ratios.min(1).values) < 1e-4).any()
-    assert (opt.state[hw1.weight]["exp_avg"][[0, 6, 11]] == 0).all()
+    s = build_intervention("reborn").apply(model, opt, batch=batch)
+    assert s.units_changed[path] == len(dormant)
+    assert "mixer.hyper_w1.0" not in s.units_changed  # not a layer ReBorn's code touches
+    assert all(torch.equal(v, model.mixer.hyper_w1.state_dict()[k]) for k, v in hw1.items())
+    # Kept up to the dormant units' own previous contribution (<= 10% of the mean's).
+    scale = max(float(x.abs().max()) for x in before)
+    assert _close(before, _out(model, batch), atol=0.02 * scale)
+    w, b, w_out = layer.weight.detach(), layer.bias.detach(), consumer.weight.detach()
+    given: dict[int, list[tuple[int, float]]] = {1: [], 2: []}
+    leftovers = []
+    for k in dormant:
+        owner = [j for j in (1, 2) if torch.allclose(w[k], (w[k, 0] / w[j, 0]) * w[j], rtol=1e-4)]
+        if not owner:
+            leftovers.append(k)
+            assert (w_out[:, k] == 0).all()  # fresh incoming, zero outgoing
+            continue
+        alpha = float(w[k, 0] / w[owner[0], 0])
+        assert 0.3 <= alpha <= 0.8  # alpha ~ U(0.3, 0.8)
+        torch.testing.assert_close(b[k], alpha * b[owner[0]], rtol=1e-4, atol=1e-6)
+        given[owner[0]].append((k, alpha))
+    assert all(len(g) <= 5 for g in given.values())  # at most 5 per over-active unit
+    assert not leftovers or all(len(g) == 5 for g in given.values())
+    for j, units in given.items():
+        # The softmax split hands out j's outgoing weights: the consumer sees the same sum.
+        total = w_out[:, j] + sum(alpha * w_out[:, k] for k, alpha in units)
+        torch.testing.assert_close(total, w_out_before[:, j], rtol=1e-4, atol=1e-6)
+    # ReBorn's code resets no optimizer state.
+    for key, value in consumer_moments.items():
+        assert torch.equal(opt.state[consumer.weight][key], value), key
 
 
 def test_none_changes_nothing(model, batch):

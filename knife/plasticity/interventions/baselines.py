@@ -5,11 +5,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from knife.plasticity.init import fresh_parameters, leaf_units, param_leaves, reinit_module_
+from knife.plasticity.composite import CompositeLinear
+from knife.plasticity.init import fresh_parameters, leaf_units, param_leaves
+from knife.plasticity.injection import InjectedModule
 from knife.plasticity.metrics import Batch, activation_scores, grama_scores
 from knife.plasticity.monitor import StagnationMonitor, check_tau
 from knife.plasticity.optim_state import reset_optimizer_params, reset_optimizer_state
-from knife.plasticity.units import find_unit_layers, get_module, in_scope, scope_modules
+from knife.plasticity.units import (
+    find_unit_layers,
+    get_module,
+    in_scope,
+    iter_modules,
+    scope_modules,
+)
 
 from .base import Intervention, require
 from .ops import linear_only, outgoing, reinit_incoming, zero_outgoing
@@ -40,35 +48,87 @@ def _notify_all(monitor: StagnationMonitor | None, model: nn.Module, entries: li
     )
 
 
+# Nikishin et al. 2022, "The Primacy Bias in Deep RL" (evgenii-nikishin/rl_with_resets):
+# with an encoder (their DrQ runs) the encoder and its optimizer state are kept and every
+# other layer is reset with fresh optimizer state; the replay buffer is kept (here: the
+# sequence's switch protocol decides). The QMIX agent's encoder is its input layer fc1.
+RESET_SOURCE = {"keep": ["agent.fc1"]}
+
+
 class ResetIntervention(Intervention):
-    """`reset`: re-initialize whole networks in scope (every Linear/GRUCell/... with its own
-    reset_parameters, composite and injection extras dropped) and fully reset their optimizer
-    state, including Adam's step count."""
+    """`reset` (Nikishin et al. 2022): re-initialize the networks in scope except the modules
+    in `keep` (default: the agent's encoder fc1, as their DrQ resets; `keep=[]` resets
+    everything, as their SAC runs do), each leaf with its own reset_parameters, composite and
+    injection extras dropped, and fully reset the optimizer state of what was re-initialized,
+    including Adam's step count."""
 
     name = "reset"
 
+    def __init__(self, *, keep: list[str] | None = None, **common) -> None:
+        super().__init__(**common)
+        keep = list(RESET_SOURCE["keep"]) if keep is None else keep
+        keep = [keep] if isinstance(keep, str) else list(keep)
+        if not all(isinstance(k, str) and k for k in keep):
+            raise ValueError(f"keep must be a list of module paths, got {keep!r}")
+        self.keep = keep
+
+    def _kept(self, path: str) -> bool:
+        return any(in_scope(path, k) for k in self.keep)
+
+    @torch.no_grad()
     def _apply(self, model, optimizer, *, monitor, batch, summary) -> None:
         entries = scope_modules(model, self.scope)
         for entry in entries:
             mod = get_module(model, entry)
-            changed, notes = reinit_module_(mod, entry)
-            summary.units_changed.update(changed)
-            summary.units_total.update(changed)
-            summary.notes.extend(notes)
-            reset_optimizer_params(optimizer, (p for p in mod.parameters() if p.requires_grad))
-        _notify_all(monitor, model, entries)
+            for path, m in iter_modules(mod, entry):
+                if isinstance(m, CompositeLinear | InjectedModule) and not self._kept(path):
+                    m.clear_frozen()
+            for path, leaf in param_leaves(mod, entry):
+                if self._kept(path):
+                    continue
+                fresh = fresh_parameters(leaf)
+                if not fresh:
+                    summary.notes.append(f"{path}: no reset_parameters, left unchanged")
+                    continue
+                for name, value in fresh.items():
+                    leaf._parameters[name].copy_(value)
+                summary.units_changed[path] = summary.units_total[path] = leaf_units(leaf)
+                reset_optimizer_params(
+                    optimizer, (p for p in leaf._parameters.values() if p is not None)
+                )
+        if monitor is not None:
+            monitor.reset_units(
+                {
+                    ly.path: torch.arange(ly.n_units)
+                    for ly in monitor.layers
+                    if any(in_scope(ly.path, e) for e in entries) and not self._kept(ly.path)
+                }
+            )
+
+
+# Ash and Adams 2020, "On Warm-Starting Neural Network Training": their public code
+# (JordanAsh/warm_start, run.py: --shrink 0.4, --perturb 0.1; theta_fresh is a newly
+# initialized network used as the noise).
+SHRINK_PERTURB_SOURCE = {"shrink": 0.4, "perturb": 0.1}
 
 
 class ShrinkPerturbIntervention(Intervention):
     """`shrink_perturb` (Ash and Adams 2020): theta <- shrink * theta + perturb * theta_fresh for
-    every trainable parameter in scope, theta_fresh drawn with the layer's own init. Frozen
-    KNIFE/injection parts are knowledge and are left alone. Optimizer state is kept unless
-    reset_optimizer=True."""
+    every trainable parameter in scope, theta_fresh drawn with the layer's own init. Defaults:
+    their code's shrink 0.4, perturb 0.1 (SHRINK_PERTURB_SOURCE; BBF's RL use is 0.5 / 0.5,
+    SR-SPR's 0.8 / 0.2, both settable). Frozen KNIFE/injection parts are knowledge and are left
+    alone. Optimizer state is kept unless reset_optimizer=True (their code builds a new
+    optimizer per round: reset_optimizer=True is the literal reading)."""
 
     name = "shrink_perturb"
 
     def __init__(
-        self, *, shrink: float = 0.8, perturb: float = 0.01, reset_optimizer: bool = False, **common
+        self,
+        *,
+        shrink: float = SHRINK_PERTURB_SOURCE["shrink"],
+        perturb: float = SHRINK_PERTURB_SOURCE["perturb"],
+        reset_optimizer: bool = False,
+        **common,
     ) -> None:
         super().__init__(**common)
         if not 0.0 <= shrink <= 1.0:
@@ -150,12 +210,26 @@ class _UnitReinit(Intervention):
             monitor.reset_units(changed)
 
 
+# Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep RL": dormant if the activation
+# score is <= 0.025 (their default), recycled every 1000 gradient updates; dopamine's
+# recycler (google/dopamine, labs/redo/weight_recyclers.py) re-draws incoming weights, zeroes
+# outgoing ones and the recycled weights' Adam moments.
+REDO_SOURCE = {"tau": 0.025, "every_n_updates": 1000, "zero_outgoing": True}
+
+
 class RedoIntervention(_UnitReinit):
     """`redo` (Sokar et al. 2023): dormant units (activation score <= tau, default 0.025) get
-    fresh incoming weights and zero outgoing weights; their optimizer moments are reset.
-    Needs `batch`."""
+    fresh incoming weights and zero outgoing weights; their optimizer moments are reset (and,
+    unlike dopamine, which keeps Adam's count, their steps are a fresh Adam's:
+    knife.plasticity.optim_state). Every 1000 updates, as in the paper (REDO_SOURCE), and at
+    task switches. Needs `batch`."""
 
     name = "redo"
+
+    def __init__(
+        self, *, every_n_updates: int | None = REDO_SOURCE["every_n_updates"], **options
+    ) -> None:
+        super().__init__(every_n_updates=every_n_updates, **options)
 
     def _scores(self, model, layers, batch: Batch | None) -> dict[str, torch.Tensor]:
         require(batch, "batch= (a forward pass on real data) for activation scores", self.method)

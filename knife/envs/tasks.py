@@ -58,6 +58,8 @@ SWITCH_DEFAULTS: dict[str, Any] = {
     "target_on_switch": "sync",
     "optimizer_on_switch": "keep",
 }
+# Budgets above this are refused as typos: 1e10 env steps is ~30 years at 10k steps/s.
+MAX_STEPS = 10_000_000_000
 TASK_KEYS = ("env", "env_config", "steps", "name")
 SEQUENCE_KEYS = (
     "tasks",
@@ -124,6 +126,11 @@ class Task:
         if not _is_int(self.steps) or self.steps <= 0:
             raise ValueError(
                 f"{path}.steps: required, a positive int (env steps); got {self.steps!r}"
+            )
+        if self.steps > MAX_STEPS:
+            raise ValueError(
+                f"{path}.steps: at most {MAX_STEPS:.0e} env steps (a larger budget is taken "
+                f"for a typo), got {self.steps!r}"
             )
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise ValueError(f"{path}.name: must be a non-empty string, got {self.name!r}")

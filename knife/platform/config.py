@@ -322,6 +322,13 @@ def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
     steps = _coerce("steps", raw["steps"], int, _REQUIRED["steps"], ())
     if steps <= 0:
         raise ConfigError(f"steps: must be {_REQUIRED['steps']}, got {raw['steps']!r}")
+    from knife.envs.tasks import MAX_STEPS
+
+    if steps > MAX_STEPS:
+        raise ConfigError(
+            f"steps: at most {MAX_STEPS:.0e} env steps (a larger budget is taken for a typo), "
+            f"got {raw['steps']!r}"
+        )
     seed = _coerce("seed", raw.get("seed", 0), int, "an integer >= 0", ())
     if seed < 0:
         raise ConfigError(f"seed: must be an integer >= 0, got {raw['seed']!r}")
@@ -383,9 +390,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file's top-level mapping, or a ConfigError saying what is wrong with it."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {p}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x});"
+            " a config must be a UTF-8 YAML file"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"config file {p}: {exc.strerror}") from None
     try:

@@ -135,6 +135,10 @@ BAD = [
         "tasks[0].name: must be a non-empty string",
     ),
     (
+        [{"env": "matrix:climbing", "steps": 10**15}],
+        "tasks[0].steps: at most 1e+10 env steps",
+    ),
+    (
         {"tasks": TWO, "buffer_on_switch": "x"},
         "tasks.buffer_on_switch: unknown 'x'; allowed: flush, keep",
     ),

@@ -39,6 +39,7 @@ BAD_INPUTS = {
         ["env_config.payoff"],
     ),
     "negative steps": (GOOD, ["steps=-100"], ["steps:", "> 0"]),
+    "absurd steps": (GOOD, ["steps=100000000000"], ["steps: at most 1e+10 env steps"]),
     "unknown mixer": (GOOD, ["algorithm=qtran"], ["algorithm: unknown 'qtran'", "qmix, vdn"]),
     "unknown override": (GOOD, ["training.lrr=1"], ["training.lrr", "allowed: lr"]),
     "bad hyperparameter": (GOOD, ["training.gamma=2"], ["training.gamma", "(0, 1]"]),
@@ -239,3 +240,25 @@ def test_knife_train_two_step_end_to_end(tmp_path, ray_local, monkeypatch):
     assert steps and steps == sorted(steps) and steps[-1] == summary["env_steps"]
     for key in ("test_return", "loss", "epsilon", "env_steps_per_s"):
         assert key in run.data.metrics, key
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+@pytest.mark.parametrize(
+    "content",
+    [b"algorithm: qmix\nenv: matrix:\xe9\xff\n", b"\x89PNG\r\n\x1a\n\x00\x00\xff"],
+    ids=["latin-1", "binary"],
+)
+def test_unreadable_config_file_exits_2_naming_it(tmp_path, capsys, command, content):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    runs = tmp_path / "runs"
+    assert cli.main([command, str(path), "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(path) in err and "UTF-8" in err
+    assert "Traceback" not in err and not runs.exists()
+
+
+def test_directory_as_config_exits_2(tmp_path, capsys):
+    assert cli.main(["train", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path) in err

@@ -43,6 +43,23 @@ RETRIES = 8
 _LOCK_MARKERS = ("database is locked", "database table is locked", "database schema is locked")
 
 
+# MLflow's UI picks the experiment layout from this tag: without it a new experiment opens in
+# the GenAI layout (traces, judges, prompts); "custom_model_development" is model training.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+
+
+def ensure_model_training_kind(client: Any, experiment: Any) -> None:
+    """Tag an experiment as model training unless it already says what it is."""
+    if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
+        _retry(
+            client.set_experiment_tag,
+            experiment.experiment_id,
+            EXPERIMENT_KIND_TAG,
+            MODEL_TRAINING_KIND,
+        )
+
+
 def resolve_tracking_uri(runs_dir: str | Path, explicit: str | None = None) -> str:
     """The MLflow store: an explicit URI (CLI flag) > $MLFLOW_TRACKING_URI > SQLite in runs_dir."""
     if explicit:
@@ -196,12 +213,14 @@ class TrialLogger:
         client = self._require_client()
         exp = _retry(client.get_experiment_by_name, self.experiment)
         if exp is not None:
+            ensure_model_training_kind(client, exp)
             return exp.experiment_id
         try:
             return _retry(
                 client.create_experiment,
                 self.experiment,
                 artifact_location=self._artifact_location(),
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
             )
         except Exception:
             # Another process created it between our lookup and our create.

@@ -82,6 +82,11 @@ def experiment_links(tracking_uri: str, url: str, experiment: str | None) -> lis
         experiments = [e for e in experiments if e.name == experiment]
         if not experiments:
             raise ConfigError(f"--experiment {experiment!r}: no such experiment in the store")
+    from knife.platform.tracking import ensure_model_training_kind
+
+    for e in experiments:  # stores made before the tag existed open in the training layout
+        if e.name != "Default":
+            ensure_model_training_kind(client, e)
     return [
         f"  {e.name}: {url}/#/experiments/{e.experiment_id}/runs"
         for e in experiments

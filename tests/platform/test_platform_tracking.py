@@ -244,3 +244,23 @@ def test_concurrent_writers_on_a_fresh_sqlite_store(fresh_uri):
         assert run.info.status == "FINISHED" and run.data.params["index"] == str(index)
         history = c.get_metric_history(run_id, "train_return")
         assert sorted(m.step for m in history) == [s * 10 for s in range(1, 31)]
+
+
+def test_experiments_are_model_training_experiments(uri):
+    from knife.platform.tracking import EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+    from knife.platform.ui import experiment_links
+
+    with TrialLogger(uri, "kind"):
+        pass
+    c = client(uri)
+    assert c.get_experiment_by_name("kind").tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    # An older store's experiment, made without the tag: `knife ui` (its links) tags it.
+    old = c.create_experiment("old_store_experiment")
+    assert EXPERIMENT_KIND_TAG not in c.get_experiment(old).tags
+    links = experiment_links(uri, "http://127.0.0.1:5000", None)
+    assert any("old_store_experiment" in line for line in links)
+    assert c.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    # A kind the user chose is left alone.
+    c.set_experiment_tag(old, EXPERIMENT_KIND_TAG, "genai_development")
+    experiment_links(uri, "http://127.0.0.1:5000", None)
+    assert c.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == "genai_development"

@@ -235,7 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from knife.platform.train import Preempted
+
+        if isinstance(exc, Preempted):
+            print("terminated (SIGTERM): the run is marked KILLED", file=sys.stderr)
+            return 143
         print("interrupted", file=sys.stderr)
         return 130
 

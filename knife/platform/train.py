@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -207,13 +209,32 @@ def run_trial(
     return summary
 
 
+class Preempted(KeyboardInterrupt):
+    """SIGTERM: the machine is being taken away (a cloud provider's preemption notice).
+
+    A KeyboardInterrupt, so it takes the Ctrl-C path: the trial checkpoints, its MLflow run
+    ends KILLED and `knife` exits with 143 (128 + SIGTERM) instead of a C stack dump."""
+
+
+def _raise_preempted(signum: int, frame: object) -> None:
+    raise Preempted()
+
+
 def _train_with_ray(
     cfg: TrialConfig, run_dir: Path, logger: TrialLogger, progress: bool, address: str | None
 ) -> tuple[dict[str, Any], str]:
     from knife.platform.algorithm_factory import build_algorithm
     from knife.platform.ray_runtime import start_ray, stop_ray
 
+    # Before Ray's start-up (a notice may come at any time) and again after it, since it
+    # installs handlers of its own; only the main thread can.
+    previous = None
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        previous = signal.signal(signal.SIGTERM, _raise_preempted)
     started = start_ray(address=address)
+    if main_thread:
+        signal.signal(signal.SIGTERM, _raise_preempted)
     algo = None
     bar = _Progress(cfg.steps, progress, desc=f"{cfg.algorithm} {cfg.env}")
     try:
@@ -223,8 +244,17 @@ def _train_with_ray(
         # Absolute path: RLlib checkpoints restored from another folder need it.
         checkpoint = algo.save_to_path(str(run_dir / "checkpoint"))
         return last, str(checkpoint)
+    except KeyboardInterrupt:
+        if algo is not None:  # what was trained so far, within the grace period
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second notice must not cut it
+            path = algo.save_to_path(str(run_dir / "checkpoint"))
+            logger.set_tags({"interrupted_checkpoint": str(path)})
+            print(f"interrupted: checkpoint written to {path}", flush=True)
+        raise
     finally:
         bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if algo is not None:
             algo.stop()
         if started:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -262,3 +263,44 @@ def test_directory_as_config_exits_2(tmp_path, capsys):
     assert cli.main(["train", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(tmp_path) in err
+
+
+def test_sigterm_to_knife_train_checkpoints_and_ends_the_run_killed(tmp_path):
+    """A preempted cloud machine sends SIGTERM: no stack dump, exit 143, run KILLED, a
+    checkpoint of what was trained."""
+    import signal
+    import sqlite3
+
+    from mlflow import MlflowClient
+
+    runs = tmp_path / "runs"
+    argv = [sys.executable, "-m", "knife.platform.cli", "train"]
+    argv += [str(ROOT / "tune_configs" / "train_two_step.yaml"), "--runs-dir", str(runs)]
+    argv += ["--no-progress", "--set", "steps=5000000", "--set", "name=preempted"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        n_metrics = 0
+        while time.monotonic() < deadline and n_metrics < 5:  # training has started
+            time.sleep(0.5)
+            with contextlib.suppress(sqlite3.Error):
+                db = sqlite3.connect(runs / "mlflow.db")
+                n_metrics = db.execute("select count(*) from metrics").fetchone()[0]
+                db.close()
+        assert n_metrics >= 5, "training never started"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "Fatal Python error" not in err and "*** " not in err
+    assert "terminated (SIGTERM)" in err
+    run_dir = runs / "train" / "preempted"
+    assert (run_dir / "checkpoint").is_dir() and any((run_dir / "checkpoint").iterdir())
+    client = MlflowClient(tracking_uri="sqlite:///" + str((runs / "mlflow.db").resolve()))
+    [run] = client.search_runs(client.get_experiment_by_name("train").experiment_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["interrupted_checkpoint"] == str(run_dir / "checkpoint")

@@ -2,7 +2,7 @@
 metrics, KNIFE and the baseline interventions (DESIGN 6-8). Works on any nn.Module."""
 
 from knife.plasticity.composite import CompositeLinear
-from knife.plasticity.injection import InjectedModule, frozen_copy
+from knife.plasticity.injection import FrozenTerms, InjectedModule, frozen_copy
 from knife.plasticity.interventions import (
     INTERVENTIONS,
     Intervention,
@@ -46,6 +46,7 @@ from knife.plasticity.units import (
 __all__ = [
     "INTERVENTIONS",
     "CompositeLinear",
+    "FrozenTerms",
     "InjectedModule",
     "Intervention",
     "InterventionSummary",

@@ -32,6 +32,12 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return clone
 
 
+class FrozenTerms(nn.ModuleList):
+    """Frozen copies a network keeps for its own plasticity injection (e.g. the recurrent
+    agent's old and compensation heads). They are knowledge, not units: the toolkit's module
+    walk (`units.iter_modules`) skips them, as it skips an InjectedModule's frozen terms."""
+
+
 class InjectedModule(nn.Module):
     """out = live(x) + sum_k sign_k * frozen_k(x); see the module docstring."""
 

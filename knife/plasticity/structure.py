@@ -83,6 +83,11 @@ def install_from_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Ten
     Returns the raw paths that were installed or resized. Values are not loaded.
     """
     done: list[str] = []
+    # Networks that own their injection structure resize themselves (`resize_for_state_dict`).
+    for raw, mod in list(model.named_modules()):
+        resize = getattr(mod, "resize_for_state_dict", None)
+        if callable(resize) and resize(state_dict, f"{raw}." if raw else ""):
+            done.append(raw)
     wrappers = sorted(
         (k[: -len(_INJECTION_KEY)] for k in state_dict if k.endswith(_INJECTION_KEY)),
         key=lambda p: p.count("."),

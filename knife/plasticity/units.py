@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from knife.plasticity.composite import CompositeLinear
-from knife.plasticity.injection import InjectedModule
+from knife.plasticity.injection import FrozenTerms, InjectedModule
 
 ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
     nn.ReLU,
@@ -106,6 +106,8 @@ def join(prefix: str, name: str) -> str:
 
 def iter_modules(root: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
     """(canonical path, module) for every live module; see the module docstring."""
+    if isinstance(root, FrozenTerms):
+        return
     yield prefix, root
     if isinstance(root, InjectedModule):
         yield from iter_modules(root.live, prefix)

@@ -63,7 +63,7 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
 
     def get_initial_state(self) -> dict[str, Any]:
         return {
-            HIDDEN: torch.zeros(self.n_agents, self.agent.hidden_dim),
+            HIDDEN: torch.zeros(self.n_agents, self.agent.state_dim),
             LAST_ACTIONS: torch.zeros(self.n_agents, self.n_actions),
         }
 
@@ -115,7 +115,7 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
             last = torch.nn.functional.one_hot(batch["actions"], self.n_actions).to(obs.dtype)
             last = torch.cat([torch.zeros_like(last[:, :1]), last[:, :-1]], dim=1)
         inputs = build_agent_inputs(obs, last, self.n_agents)
-        hidden = torch.zeros(b, self.n_agents, agent.hidden_dim, device=obs.device)
+        hidden = torch.zeros(b, self.n_agents, agent.state_dim, device=obs.device)
         return agent.unroll(inputs, hidden)
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:

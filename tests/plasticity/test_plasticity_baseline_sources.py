@@ -57,3 +57,23 @@ def test_reset_keeps_the_encoder_and_resets_the_rest(model):
     assert not torch.equal(model.agent.rnn.weight_hh, rnn)
     assert not torch.equal(model.mixer.hyper_w1[0].weight, hyper)
     assert "agent.fc1.0" not in s.units_changed and "agent.fc2" in s.units_changed
+
+
+def test_plasticity_injection_follows_nikishin_et_al_2023(model, batch):
+    # Nikishin et al. 2023, "Deep RL with Plasticity Injection" (no public code; the paper):
+    # encoder phi keeps training, the head theta is frozen, a new head theta' trains and a
+    # frozen copy theta'_0 of its initial values is subtracted:
+    #   h(x) = h_theta(phi(x)) + h_theta'(phi(x)) - h_theta'_0(phi(x)), equal at injection.
+    import torch
+
+    agent = model.agent
+    with torch.no_grad():
+        before = model(*batch)[0]
+    build_intervention("plasticity_injection", scope="agent").apply(model, None)
+    old, new0 = agent.head_terms
+    assert agent.head_signs.tolist() == [1.0, -1.0]  # + old head, - frozen copy of new
+    assert all(p.requires_grad for p in agent.fc1.parameters())  # the encoder trains
+    assert all(p.requires_grad for p in (*agent.rnn.parameters(), *agent.fc2.parameters()))
+    assert not list(old.parameters()) and not list(new0.parameters())  # frozen: buffers only
+    with torch.no_grad():
+        torch.testing.assert_close(model(*batch)[0], before, atol=1e-5, rtol=0)

@@ -163,28 +163,50 @@ def test_plasticity_injection_keeps_output_and_params(model, batch):
     target = copy.deepcopy(model)
     ids = [id(p) for p in model.parameters()]
     n = trainable_count(model)
-    fc2_old = model.agent.fc2.weight.detach().clone()
+    agent = model.agent
+    fc1_old = agent.fc1[0].weight.detach().clone()
+    head_old = {k: v.clone() for k, v in agent.rnn.state_dict().items()}
+    fc2_old = agent.fc2.weight.detach().clone()
     before = _out(model, batch)
     s = build_intervention("plasticity_injection").apply(model, opt, target=target)
-    assert any("agent.fc2" in note for note in s.notes)  # the agent is injected at its head
-    assert isinstance(model.agent.fc2, InjectedModule)
+    # Nikishin et al. 2023 on the recurrent agent: a new GRU + Q head next to the frozen old
+    # head (and a frozen copy of the new one), on the encoder fc1, which keeps training.
+    assert {"agent.rnn", "agent.fc2"} <= set(s.units_changed)
+    assert "agent.fc1.0" not in s.units_changed and torch.equal(agent.fc1[0].weight, fc1_old)
+    assert len(agent.head_terms) == 2 and agent.head_signs.tolist() == [1.0, -1.0]
+    old_term, new0_term = agent.head_terms
+    assert torch.equal(old_term.fc2.weight, fc2_old)  # frozen old head ...
+    assert all(torch.equal(old_term.rnn.state_dict()[k], v) for k, v in head_old.items())
+    assert not torch.equal(agent.fc2.weight, fc2_old)  # ... the live head is re-initialized
+    assert torch.equal(new0_term.fc2.weight, agent.fc2.weight)  # compensation = fresh head
+    assert not any(p.requires_grad for p in agent.head_terms.parameters())  # buffers only
+    assert agent.state_dim == 3 * agent.hidden_dim  # one GRU state per head term
     # The mixer is injected at its hypernetworks (before abs: Q_tot stays monotone).
     hypernets = ("hyper_w1", "hyper_w_final", "hyper_b1", "value")
     assert all(isinstance(getattr(model.mixer, h), InjectedModule) for h in hypernets)
-    assert _close(before, _out(model, batch))
+    assert _close(before, _out(model, batch), atol=1e-5)
     assert [id(p) for p in model.parameters()] == ids and trainable_count(model) == n
-    assert not torch.equal(model.agent.fc2.live.weight, fc2_old)  # new = re-initialized live
-    assert torch.equal(model.agent.fc2.frozen[0].weight, fc2_old)  # frozen old
     assert model.mixer.n_agents == 3  # attributes still reachable through the wrapper
-    assert int(opt.state[model.agent.fc2.live.weight]["step"]) == 0
+    assert int(opt.state[agent.fc2.weight]["step"]) == 0
+    assert int(opt.state[agent.rnn.weight_hh]["step"]) == 0
     assert model.state_dict().keys() == target.state_dict().keys()
+    assert target.agent.state_dim == agent.state_dim
+    # The step-by-step forward (EnvRunners) agrees with the unroll (the learner).
+    inputs = batch[0]
+    h = agent.initial_state(inputs.shape[0], inputs.shape[2])
+    steps = []
+    with torch.no_grad():
+        for t in range(inputs.shape[1]):
+            q_t, h = agent(inputs[:, t], h)
+            steps.append(q_t)
+        torch.testing.assert_close(torch.stack(steps, 1), _out(model, batch)[0], atol=1e-5, rtol=0)
 
     train(model, opt, batch, 3)
     after = _out(model, batch)
     assert not _close(before, after)  # it learns
     before2 = after
     build_intervention("plasticity_injection").apply(model, opt)  # repeated injection
-    assert len(model.mixer.hyper_w1.frozen) == 4
+    assert len(model.mixer.hyper_w1.frozen) == 4 and len(model.agent.head_terms) == 4
     assert _close(before2, _out(model, batch))
 
     buf = io.BytesIO()

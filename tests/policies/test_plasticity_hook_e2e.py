@@ -89,3 +89,37 @@ def test_bad_plasticity_config_fails_in_validate():
     cfg = _config("matrix:two_step").plasticity("knife", monitor={"tau": 2.0})
     with pytest.raises(ValueError, match=r"plasticity.monitor.tau.*\(0, 1\]"):
         cfg.validate()
+
+
+@pytest.mark.e2e
+def test_plasticity_injection_of_the_recurrent_head_trains_and_restores(ray_local, tmp_path):
+    """Nikishin et al.'s head injection in a real run: the agent's recurrent state grows to
+    three GRU states, a remote EnvRunner plays with it, and a checkpoint restores it."""
+    cfg = _config(
+        "stag_hunt", SMALL_STAG_HUNT, runners=1, test_interval=1000, epsilon_anneal_steps=2000
+    )
+    cfg.plasticity("plasticity_injection")
+    algo = cfg.build_algo()
+    restored = None
+    try:
+        _train(algo, 600)
+        switch = algo.on_task_switch()
+        assert switch["plasticity/interventions"] == 1
+        module = _module(algo)
+        assert len(module.agent.head_terms) == 2 and module.agent.state_dim == 3 * 64
+        assert len(module.target_agent.head_terms) == 2  # the target mirrors the structure
+        after = _train(algo, 1600)  # the remote runner now plays with the 3-term head
+        assert after["env_steps"] >= 1600 and after["plasticity/interventions"] == 1
+        remote_dims = algo.env_runner_group.foreach_env_runner(
+            lambda r: r.module.agent.state_dim, local_env_runner=False
+        )
+        assert remote_dims == [3 * 64]
+        path = algo.save_to_path(str(tmp_path / "ckpt"))
+        restored = type(algo).from_checkpoint(path)
+        a, b = _module(algo).state_dict(), _module(restored).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert result_metrics(restored.train())["env_steps"] > after["env_steps"]
+    finally:
+        algo.stop()
+        if restored is not None:
+            restored.stop()

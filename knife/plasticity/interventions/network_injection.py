@@ -24,7 +24,9 @@ class PlasticityInjectionIntervention(Intervention):
     a frozen copy of the fresh values is the compensation term. Optimizer state of the live
     parameters is fully reset.
 
-    Scope entries name modules to wrap. A network that declares `injection_points()` (child
+    A network with its own `inject_head()` (the recurrent QMIX agent: Nikishin et al.'s new
+    GRU + Q head next to the frozen old head, on the trained encoder fc1) injects itself.
+    Other scope entries name modules to wrap. A network that declares `injection_points()` (child
     paths) is injected there: the QMIX mixer names its hypernetworks, so the new terms sit
     before abs() and Q_tot stays monotone in every Q_i (wrapping the whole mixer would not
     be). Otherwise a module with methods besides forward (e.g. the RNN agent with `unroll`)
@@ -38,7 +40,26 @@ class PlasticityInjectionIntervention(Intervention):
     @torch.no_grad()
     def _apply(self, model, optimizer, *, monitor, batch, summary) -> None:
         changed_paths = []
-        paths = [p for e in scope_modules(model, self.scope) for p in _paths(model, e, summary)]
+        paths = []
+        for entry in scope_modules(model, self.scope):
+            mod = get_module(model, entry)
+            inject_head = getattr(mod, "inject_head", None)
+            if callable(inject_head) and not isinstance(mod, InjectedModule):
+                # The network injects its own head (the recurrent agent: a new GRU + Q head
+                # next to the frozen old one, on its trained encoder).
+                for child, units in inject_head().items():
+                    path = f"{entry}.{child}"
+                    live = get_module(model, path)
+                    reset_optimizer_params(
+                        optimizer, (p for p in live.parameters() if p.requires_grad)
+                    )
+                    summary.units_changed[path] = summary.units_total[path] = units
+                    changed_paths.append(path)
+                summary.notes.append(
+                    f"{entry}: a new head next to the frozen old one (its own inject_head)"
+                )
+                continue
+            paths.extend(_paths(model, entry, summary))
         for path in paths:
             wrapper = ensure_injected(model, path)
             wrapper.add_frozen(frozen_copy(wrapper.live), 1.0)

@@ -77,3 +77,16 @@ def test_plasticity_injection_follows_nikishin_et_al_2023(model, batch):
     assert not list(old.parameters()) and not list(new0.parameters())  # frozen: buffers only
     with torch.no_grad():
         torch.testing.assert_close(model(*batch)[0], before, atol=1e-5, rtol=0)
+
+
+def test_regrama_defaults_follow_liu_et_al_2025():
+    # Liu et al. 2025, "Measure gradients, not activations!", code
+    # grad-based-plasticity-metrics utils/ReDo.py GradientReDo, SAC/configs.py: tau 0.1 (the
+    # README's example), every 1000 gradient updates, outgoing weights and optimizer kept.
+    r = build_intervention("regrama")
+    assert (r.tau, r.every_n_updates, r.zero_outgoing, r.reset_optimizer) == (
+        0.1,
+        1000,
+        False,
+        False,
+    )

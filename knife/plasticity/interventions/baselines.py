@@ -172,6 +172,7 @@ class _UnitReinit(Intervention):
         *,
         tau: float = 0.025,
         zero_outgoing: bool | None = None,
+        reset_optimizer: bool = True,
         consumers: dict[str, str] | None = None,
         **common,
     ) -> None:
@@ -180,6 +181,7 @@ class _UnitReinit(Intervention):
         self.zero_outgoing = (
             self.zero_outgoing_default if zero_outgoing is None else bool(zero_outgoing)
         )
+        self.reset_optimizer = bool(reset_optimizer)
         self.consumers = consumers
 
     def _scores(self, model, layers, batch) -> dict[str, torch.Tensor]:
@@ -188,6 +190,7 @@ class _UnitReinit(Intervention):
     def _apply(self, model, optimizer, *, monitor, batch, summary) -> None:
         layers = linear_only(find_unit_layers(model, self.scope), summary.notes, self.method)
         scores = self._scores(model, layers, batch)
+        optimizer = optimizer if self.reset_optimizer else None  # None: state kept
         changed = {}
         for ly in layers:
             s = scores[ly.path]
@@ -236,13 +239,41 @@ class RedoIntervention(_UnitReinit):
         return activation_scores(model, batch, layers=layers)
 
 
+# Liu et al. 2025, "Measure gradients, not activations!" (NeurIPS 2025), code
+# torressliu/grad-based-plasticity-metrics (read from a public copy, utils/ReDo.py
+# GradientReDo and SAC/configs.py): score = mean |grad| of a unit's incoming weights over the
+# layer mean, reset if <= tau (the README's example 0.1; the code's default 0 would only
+# catch exactly-zero gradients), every 1000 gradient updates, incoming weights re-drawn,
+# outgoing kept, optimizer state kept.
+REGRAMA_SOURCE = {
+    "tau": 0.1,
+    "every_n_updates": 1000,
+    "zero_outgoing": False,
+    "reset_optimizer": False,
+}
+
+
 class ReGramaIntervention(_UnitReinit):
-    """`regrama` (gradient magnitude): units whose mean |grad| of incoming weights / layer mean
-    <= tau get re-initialized incoming weights (outgoing kept unless zero_outgoing=True);
-    optimizer moments reset. Uses the gradients in .grad (apply after backward)."""
+    """`regrama` (Liu et al. 2025, REGRAMA_SOURCE): units whose mean |grad| of incoming
+    weights / layer mean <= tau (0.1) get re-initialized incoming weights; outgoing weights
+    and optimizer state are kept, as in the paper's code; every 1000 updates and at task
+    switches. Uses the gradients in .grad (apply after backward). One difference: the
+    score here also counts the bias gradient of each unit (the code uses weight.grad only)."""
 
     name = "regrama"
-    zero_outgoing_default = False
+    zero_outgoing_default = REGRAMA_SOURCE["zero_outgoing"]
+
+    def __init__(
+        self,
+        *,
+        tau: float = REGRAMA_SOURCE["tau"],
+        every_n_updates: int | None = REGRAMA_SOURCE["every_n_updates"],
+        reset_optimizer: bool = REGRAMA_SOURCE["reset_optimizer"],
+        **options,
+    ) -> None:
+        super().__init__(
+            tau=tau, every_n_updates=every_n_updates, reset_optimizer=reset_optimizer, **options
+        )
 
     def _scores(self, model, layers, batch) -> dict[str, torch.Tensor]:
         if not any(p.grad is not None for ly in layers for p in ly.incoming()):

@@ -216,7 +216,9 @@ class _UnitReinit(Intervention):
 # Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep RL": dormant if the activation
 # score is <= 0.025 (their default), recycled every 1000 gradient updates; dopamine's
 # recycler (google/dopamine, labs/redo/weight_recyclers.py) re-draws incoming weights, zeroes
-# outgoing ones and the recycled weights' Adam moments.
+# outgoing ones and the recycled weights' Adam moments. Where we differ: dopamine draws the
+# incoming weights with xavier_uniform and a zero bias; here each layer's own init is used
+# (nn.Linear's), as everywhere in this toolkit.
 REDO_SOURCE = {"tau": 0.025, "every_n_updates": 1000, "zero_outgoing": True}
 
 

@@ -29,7 +29,6 @@ from knife.plasticity.metrics import (
 from knife.plasticity.monitor import StagnationMonitor
 from knife.plasticity.optim_state import reset_optimizer_params, reset_optimizer_state
 from knife.plasticity.structure import (
-    copy_networks,
     install_composites,
     install_from_state_dict,
     mirror_structure,
@@ -56,7 +55,6 @@ __all__ = [
     "activation_scores",
     "build_intervention",
     "capture_features",
-    "copy_networks",
     "dormant_fraction",
     "dormant_masks",
     "effective_rank",

@@ -16,7 +16,7 @@ monitor's.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
@@ -48,12 +48,15 @@ class FreshReference:
         loss_fn(self.net).backward()
         self.monitor.update()
 
-    def metrics(self, live: StagnationMonitor) -> dict[str, float]:
-        """fresh_stagnant_fraction/<layer> and stagnant_above_fresh/<layer> (live - fresh)."""
+    def metrics(self, live: StagnationMonitor | Mapping[str, float]) -> dict[str, float]:
+        """fresh_stagnant_fraction/<layer> and stagnant_above_fresh/<layer> (live - fresh).
+
+        `live`: the live monitor, or the metrics already read from it (its
+        stagnant_fraction/... keys), so a report does not compute them twice."""
         if self.monitor.num_updates == 0:
             return {}
         fresh = self.monitor.stagnant_fraction()
-        ours = live.stagnant_fraction()
+        ours = live.stagnant_fraction() if isinstance(live, StagnationMonitor) else live
         out = {f"fresh_{k}": v for k, v in fresh.items()}
         for key, value in fresh.items():
             if key in ours:

@@ -8,6 +8,7 @@ written in place into the existing tensors, never by replacing Parameters.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -52,17 +53,23 @@ def param_leaves(root: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module
 
 
 @torch.no_grad()
-def reinit_module_(root: nn.Module, prefix: str = "") -> tuple[dict[str, int], list[str]]:
+def reinit_module_(
+    root: nn.Module, prefix: str = "", keep: Callable[[str], bool] | None = None
+) -> tuple[dict[str, int], list[str]]:
     """Re-initialize every live parameter under `root` in place; drop composite/injection extras.
 
-    Returns (units changed per leaf path, notes about leaves that could not be re-initialized).
+    `keep(path)` True leaves that module as it is. Returns (units changed per leaf path,
+    notes about leaves that could not be re-initialized).
     """
+    keep = keep or (lambda path: False)
     changed: dict[str, int] = {}
     notes: list[str] = []
-    for _path, m in iter_modules(root, prefix):
-        if isinstance(m, CompositeLinear | InjectedModule):
+    for path, m in iter_modules(root, prefix):
+        if isinstance(m, CompositeLinear | InjectedModule) and not keep(path):
             m.clear_frozen()
     for path, m in param_leaves(root, prefix):
+        if keep(path):
+            continue
         fresh = fresh_parameters(m)
         if not fresh:
             notes.append(f"{path}: no reset_parameters, left unchanged")

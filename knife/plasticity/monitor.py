@@ -90,7 +90,6 @@ class StagnationMonitor:
         self._judged = {p: torch.zeros_like(z, dtype=torch.bool) for p, z in zeros.items()}
         self._prev: dict[str, list[torch.Tensor]] = {}
         self.num_updates = 0  # since the last reset (task switch)
-        self.seen_updates = 0  # since construction: what "dead since init" is judged on
         self._snapshot()
 
     @property
@@ -135,9 +134,7 @@ class StagnationMonitor:
                 ever = self._ever_active[path] = ever.to(g2.device)
             ever.logical_or_(g2 > 0)
             self._judged[path] = self._judged[path].to(ever.device).fill_(True)
-        self._ema = self._ema_by_signal[self.signal]
         self.num_updates += 1
-        self.seen_updates += 1
 
     def ratios(self) -> dict[str, torch.Tensor]:
         """The smoothed update ratios R_i per layer (copies)."""
@@ -251,7 +248,6 @@ class StagnationMonitor:
                 "eps": self.eps,
             },
             "num_updates": self.num_updates,
-            "seen_updates": self.seen_updates,
             "ema": {p: e.detach().cpu().clone() for p, e in self._ema.items()},
             "ema_by_signal": {
                 s: {p: e.detach().cpu().clone() for p, e in emas.items()}
@@ -293,7 +289,6 @@ class StagnationMonitor:
         self.volatile_threshold = float(cfg.get("volatile_threshold", self.volatile_threshold))
         self.eps = float(cfg.get("eps", self.eps))
         self.num_updates = int(state.get("num_updates", 0))
-        self.seen_updates = int(state.get("seen_updates", self.num_updates))
         for p, ts in state.get("prev", {}).items():
             if p in self._prev:
                 for dst, src in zip(self._prev[p], ts, strict=True):

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 FRESH_SINCE = "knife_fresh_since"  # per element: the tensor's step when it was last reset
+FRESH_LATEST = "knife_fresh_latest"  # a float: the newest reset step, checked with no sync
 _HOOKED = "_knife_fresh_rows_hooks"
 # Once every reset element is this old, its bias correction differs from the tensor's by
 # < beta2**age / 2 (~5e-5 at beta2 = 0.999): the record is dropped.
@@ -51,12 +52,13 @@ def reset_optimizer_state(
     full = rows is None and cols is None
     if full:
         state.pop(FRESH_SINCE, None)
+        state.pop(FRESH_LATEST, None)
     for key, val in state.items():
         if not isinstance(val, torch.Tensor):
             if full and key == "step":
                 state[key] = 0
             continue
-        if key == FRESH_SINCE:
+        if key in (FRESH_SINCE, FRESH_LATEST):
             continue
         if val.shape != param.shape:
             if full and key == "step":
@@ -78,6 +80,7 @@ def reset_optimizer_state(
             since.index_fill_(0, rows.to(since.device), step)
         if cols is not None:
             since.index_fill_(1, cols.to(since.device), step)
+        state[FRESH_LATEST] = step
         enable_fresh_rows(optimizer)
 
 
@@ -123,13 +126,14 @@ def _fresh_adam_update(
 ) -> None:
     """Redo this step's update of the reset elements of `p` with their own bias correction."""
     st = opt.state[p]
+    step = float(st["step"])  # a CPU tensor unless capturable: no device sync
+    if step - st.get(FRESH_LATEST, step) > _MAX_AGE:  # every reset element is old by now
+        del st[FRESH_SINCE]
+        st.pop(FRESH_LATEST, None)
+        return
     since = st[FRESH_SINCE]
-    step = float(st["step"])
     age = (step - since).clamp(min=1.0)
     mask = since > 0
-    if not bool(mask.any()) or float(age[mask].min()) > _MAX_AGE:
-        del st[FRESH_SINCE]
-        return
     beta1, beta2 = group["betas"]
     lr, eps, wd = float(group["lr"]), group["eps"], group["weight_decay"]
     v = st["max_exp_avg_sq"] if group.get("amsgrad") else st["exp_avg_sq"]

@@ -132,19 +132,6 @@ def mirror_structure(source: nn.Module, target: nn.Module) -> list[str]:
     return install_from_state_dict(target, source.state_dict())
 
 
-def copy_networks(source: nn.Module, target: nn.Module, networks: list[str]) -> None:
-    """Mirror structure, then copy the named top-level networks' full state into `target`."""
-    mirror_structure(source, target)
-    for net in networks:
-        try:
-            dst = get_module(target, net)
-        except KeyError:
-            raise ValueError(
-                f"target has no module {net!r} to keep in step with the online network"
-            ) from None
-        dst.load_state_dict(get_module(source, net).state_dict())
-
-
 def _raw_get(model: nn.Module, raw: str) -> nn.Module:
     try:
         return model.get_submodule(raw) if raw else model

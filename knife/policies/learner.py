@@ -44,9 +44,13 @@ class RunningMeanStd:
         self.var, self.count = m2 / total, total
 
 
-def masked_mse(q_tot: torch.Tensor, targets: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
-    """Mean squared TD error over the filled (non-padded) steps."""
-    return (((q_tot - targets) * filled) ** 2).sum() / filled.sum().clamp(min=1.0)
+def masked_td(
+    q_tot: torch.Tensor, targets: torch.Tensor, filled: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean squared TD error over the filled steps, TD error, number of filled steps)."""
+    td_error = (q_tot - targets) * filled
+    n_valid = filled.sum().clamp(min=1.0)
+    return (td_error**2).sum() / n_valid, td_error, n_valid
 
 
 def mixed_q_taken(module: Any, agent: Any, mixer: Any, batch: dict[str, torch.Tensor]):
@@ -95,9 +99,7 @@ def qmix_td_loss(
 
     if targets_out is not None:
         targets_out.update(targets=targets, filled=filled)
-    loss = masked_mse(q_tot, targets, filled)
-    td_error = (q_tot - targets) * filled
-    n_valid = filled.sum().clamp(min=1.0)
+    loss, td_error, n_valid = masked_td(q_tot, targets, filled)
     # Detached tensors, not floats: no device sync in the update; RLlib's metrics logger
     # converts them when results are reduced.
     with torch.no_grad():
@@ -228,7 +230,7 @@ class QMixTorchLearner(TorchLearner):
 
         def loss(nets: Any) -> torch.Tensor:
             q_tot = mixed_q_taken(module, nets.agent, nets.mixer, batch)
-            return masked_mse(q_tot, td["targets"], td["filled"])
+            return masked_td(q_tot, td["targets"], td["filled"])[0]
 
         return loss
 

@@ -121,7 +121,7 @@ class PlasticityHook:
         with torch.no_grad():
             raw = plasticity_metrics(self._online(), batch=batch_fn, monitor=self.monitor)
         if self.fresh is not None:
-            raw.update(self.fresh.metrics(self.monitor))
+            raw.update(self.fresh.metrics(raw))  # raw already holds the live fractions
         out = {f"{PREFIX}{k}": float(v) for k, v in raw.items()}
         out.update(self._counters())
         out.update({f"{PREFIX}last/{k}": v for k, v in self.last_summary.items()})

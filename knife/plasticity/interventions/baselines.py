@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Callable
 
-from knife.plasticity.composite import CompositeLinear
-from knife.plasticity.init import fresh_parameters, leaf_units, param_leaves
-from knife.plasticity.injection import InjectedModule
+import torch
+
+from knife.plasticity.init import fresh_parameters, leaf_units, param_leaves, reinit_module_
 from knife.plasticity.metrics import Batch, activation_scores, grama_scores
 from knife.plasticity.monitor import StagnationMonitor, check_tau
 from knife.plasticity.optim_state import reset_optimizer_params, reset_optimizer_state
-from knife.plasticity.units import (
-    find_unit_layers,
-    get_module,
-    in_scope,
-    iter_modules,
-    scope_modules,
-)
+from knife.plasticity.units import find_unit_layers, get_module, in_scope, scope_modules
 
 from .base import Intervention, require
 from .ops import linear_only, outgoing, reinit_incoming, zero_outgoing
@@ -36,14 +29,19 @@ class NoIntervention(Intervention):
         return None
 
 
-def _notify_all(monitor: StagnationMonitor | None, model: nn.Module, entries: list[str]) -> None:
+def _notify_all(
+    monitor: StagnationMonitor | None,
+    entries: list[str],
+    keep: Callable[[str], bool] = lambda path: False,
+) -> None:
+    """Tell the monitor every unit under `entries` (but the kept ones) starts afresh."""
     if monitor is None:
         return
     monitor.reset_units(
         {
             ly.path: torch.arange(ly.n_units)
             for ly in monitor.layers
-            if any(in_scope(ly.path, e) for e in entries)
+            if any(in_scope(ly.path, e) for e in entries) and not keep(ly.path)
         }
     )
 
@@ -80,30 +78,14 @@ class ResetIntervention(Intervention):
         entries = scope_modules(model, self.scope)
         for entry in entries:
             mod = get_module(model, entry)
-            for path, m in iter_modules(mod, entry):
-                if isinstance(m, CompositeLinear | InjectedModule) and not self._kept(path):
-                    m.clear_frozen()
+            changed, notes = reinit_module_(mod, entry, keep=self._kept)
+            summary.units_changed.update(changed)
+            summary.units_total.update(changed)
+            summary.notes.extend(notes)
             for path, leaf in param_leaves(mod, entry):
-                if self._kept(path):
-                    continue
-                fresh = fresh_parameters(leaf)
-                if not fresh:
-                    summary.notes.append(f"{path}: no reset_parameters, left unchanged")
-                    continue
-                for name, value in fresh.items():
-                    leaf._parameters[name].copy_(value)
-                summary.units_changed[path] = summary.units_total[path] = leaf_units(leaf)
-                reset_optimizer_params(
-                    optimizer, (p for p in leaf._parameters.values() if p is not None)
-                )
-        if monitor is not None:
-            monitor.reset_units(
-                {
-                    ly.path: torch.arange(ly.n_units)
-                    for ly in monitor.layers
-                    if any(in_scope(ly.path, e) for e in entries) and not self._kept(ly.path)
-                }
-            )
+                if path in changed:
+                    reset_optimizer_params(optimizer, leaf._parameters.values())
+        _notify_all(monitor, entries, self._kept)
 
 
 # Ash and Adams 2020, "On Warm-Starting Neural Network Training": their public code
@@ -159,7 +141,7 @@ class ShrinkPerturbIntervention(Intervention):
                         reset_optimizer_state(optimizer, p)
                 summary.units_changed[path] = summary.units_total[path] = leaf_units(m)
         if self.reset_optimizer:
-            _notify_all(monitor, model, entries)
+            _notify_all(monitor, entries)
 
 
 class _UnitReinit(Intervention):

@@ -29,13 +29,15 @@ from knife.plasticity import StagnationMonitor, build_intervention
 from knife.plasticity.fresh_reference import FreshReference
 from knife.policies.agent import RNNAgent
 from knife.policies.mixers import QMixer
+from knife.policies.schema import TrainingConfig
 
 
 class Qmix(nn.Module):
     def __init__(self, input_dim: int, n_actions: int, n_agents: int, state_dim: int) -> None:
         super().__init__()
-        self.agent = RNNAgent(input_dim, n_actions)  # fc1 64, GRU 64
-        self.mixer = QMixer(n_agents, state_dim)  # embed 32, hypernet 64
+        t = TrainingConfig()  # the schema's default sizes
+        self.agent = RNNAgent(input_dim, n_actions, t.agent_hidden_dim)
+        self.mixer = QMixer(n_agents, state_dim, t.mixer_embed_dim, t.hypernet_dim)
 
 
 def make_batch(args: argparse.Namespace, device: torch.device) -> dict[str, torch.Tensor]:

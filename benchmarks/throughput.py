@@ -32,10 +32,11 @@ from knife.policies.env_runner import play_episode
 from knife.policies.learner import qmix_td_loss
 from knife.policies.replay_buffer import EpisodeReplayBuffer
 from knife.policies.rl_module import QMixRLModule
+from knife.policies.schema import model_config
 
 ENV = "stag_hunt"
 TRAINING = dict(
-    mixer="qmix",
+    algorithm="qmix",
     lr=1e-3,
     batch_size=32,
     learning_starts=32,
@@ -127,7 +128,7 @@ def run_plain(episodes: int) -> dict:
         observation_space=obs_space,
         action_space=act_space,
         inference_only=False,
-        model_config={k: TRAINING[k] for k in ("mixer",)} | {"epsilon_anneal_steps": 100_000},
+        model_config=model_config(algorithm="qmix", epsilon_anneal_steps=100_000),
     )
     module.make_target_networks()
     optim = torch.optim.Adam(

@@ -50,13 +50,20 @@ from knife.envs.registry import validate as validate_env
 BUFFER_ON_SWITCH = ("flush", "keep")
 TARGET_ON_SWITCH = ("sync", "keep")
 OPTIMIZER_ON_SWITCH = ("keep", "reset")
+# The sequence's own options: name -> (default, allowed, doc); `knife config` prints them.
+SEQUENCE_OPTIONS: dict[str, tuple[Any, str, str]] = {
+    "buffer_on_switch": ("flush", "flush, keep", "the replay buffer at a switch"),
+    "reanneal_epsilon": (False, "true or false", "restart the epsilon schedule at a switch"),
+    "eval_previous": (False, "true or false", "also test every earlier task (forgetting)"),
+    "target_on_switch": ("sync", "sync, keep", "targets copy the online networks at a switch"),
+    "optimizer_on_switch": ("keep", "keep, reset", "the optimizer state at a switch"),
+    "name": (None, "a string", "the sequence's name (the `sequence` tag)"),
+}
 # The switch protocol's defaults (TaskSequence docstring), also used by a trial without a
 # sequence when a switch is triggered by hand.
 SWITCH_DEFAULTS: dict[str, Any] = {
-    "buffer_on_switch": "flush",
-    "reanneal_epsilon": False,
-    "target_on_switch": "sync",
-    "optimizer_on_switch": "keep",
+    key: SEQUENCE_OPTIONS[key][0]
+    for key in ("buffer_on_switch", "reanneal_epsilon", "target_on_switch", "optimizer_on_switch")
 }
 # Budgets above this are refused as typos: 1e10 env steps is ~30 years at 10k steps/s.
 MAX_STEPS = 10_000_000_000
@@ -188,7 +195,7 @@ class TaskSequence:
     tasks: list[Task]
     buffer_on_switch: Literal["flush", "keep"] = SWITCH_DEFAULTS["buffer_on_switch"]
     reanneal_epsilon: bool = SWITCH_DEFAULTS["reanneal_epsilon"]
-    eval_previous: bool = False
+    eval_previous: bool = SEQUENCE_OPTIONS["eval_previous"][0]
     target_on_switch: Literal["sync", "keep"] = SWITCH_DEFAULTS["target_on_switch"]
     optimizer_on_switch: Literal["keep", "reset"] = SWITCH_DEFAULTS["optimizer_on_switch"]
     name: str | None = None

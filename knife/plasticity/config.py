@@ -20,9 +20,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from knife.plasticity.interventions import INTERVENTIONS, build_intervention, intervention_options
+from knife.fields import ge1, spec, unit_half_open, unit_open_right, validate_fields
+from knife.plasticity.interventions import (
+    INTERVENTIONS,
+    build_intervention,
+    intervention_options,
+    option_defaults,
+)
 
-NETWORKS = ("agent", "mixer")  # the networks of a value-factorization model
 SECTION_KEYS = ("method", "monitor", "options")
 SIGNALS = ("grad", "update")
 
@@ -31,34 +36,40 @@ SIGNALS = ("grad", "update")
 class MonitorConfig:
     """The stagnation monitor (knife.plasticity.monitor) and how often it reports."""
 
-    tau: float = 0.25  # a unit is stagnant when its normalized score is < tau
-    beta: float = 0.99  # EMA decay of the per-unit update ratios
-    signal: str = "grad"  # "grad": ||g_i|| / ||W_i||; "update": the optimizer's step instead
-    metrics_interval: int = 20  # learner updates between plasticity metric reports
-    # Score a fresh copy of the networks on the same batches at each report, for the
-    # "stagnant_above_fresh" control (knife.plasticity.fresh_reference); one extra
-    # forward + backward per report.
-    fresh_reference: bool = True
+    tau: float = spec(
+        0.25,
+        float,
+        "a unit is stagnant when its normalized score is below tau",
+        check=unit_half_open,
+        allowed="a number in (0, 1]",
+    )
+    beta: float = spec(
+        0.99,
+        float,
+        "EMA decay of the per-unit update ratios",
+        check=unit_open_right,
+        allowed="a number in [0, 1)",
+    )
+    signal: str = spec(
+        "grad",
+        str,
+        "grad: ||g_i|| / ||W_i||; update: the optimizer's step instead",
+        choices=SIGNALS,
+    )
+    metrics_interval: int = spec(
+        20,
+        int,
+        "learner updates between plasticity metric reports",
+        check=ge1,
+        allowed="an integer >= 1 (learner updates)",
+    )
+    # One extra forward + backward per report (knife.plasticity.fresh_reference).
+    fresh_reference: bool = spec(
+        True, bool, "score a fresh copy of the networks on the same batches at each report"
+    )
 
     def __post_init__(self) -> None:
-        if not 0.0 < float(self.tau) <= 1.0:
-            raise ValueError(f"plasticity.monitor.tau: {self.tau} is outside (0, 1]")
-        if not 0.0 <= float(self.beta) < 1.0:
-            raise ValueError(f"plasticity.monitor.beta: {self.beta} is outside [0, 1)")
-        if self.signal not in SIGNALS:
-            raise ValueError(
-                f"plasticity.monitor.signal: unknown {self.signal!r}; allowed: {', '.join(SIGNALS)}"
-            )
-        mi = self.metrics_interval
-        if isinstance(mi, bool) or not isinstance(mi, int) or mi < 1:
-            raise ValueError(
-                f"plasticity.monitor.metrics_interval: must be a positive int, got {mi!r}"
-            )
-        if not isinstance(self.fresh_reference, bool):
-            raise ValueError(
-                f"plasticity.monitor.fresh_reference: must be true or false, "
-                f"got {self.fresh_reference!r}"
-            )
+        validate_fields(self, "plasticity.monitor")
 
     def monitor_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of StagnationMonitor."""
@@ -91,9 +102,13 @@ class PlasticityConfig:
 
     @classmethod
     def from_mapping(
-        cls, raw: Mapping[str, Any] | None, mixer: str | None = None
+        cls,
+        raw: Mapping[str, Any] | None,
+        algorithm: str | None = None,
+        networks: tuple[str, ...] | None = None,
     ) -> PlasticityConfig:
-        """Parse and validate a `plasticity:` section (module docstring)."""
+        """Parse and validate a `plasticity:` section (module docstring). With `networks`
+        (the algorithm's plasticity networks), scopes are checked against them."""
         raw = {} if raw is None else raw
         if not isinstance(raw, Mapping):
             raise ValueError(f"plasticity: must be a mapping, got {raw!r}")
@@ -128,11 +143,11 @@ class PlasticityConfig:
             block = {} if block is None else block
             if not isinstance(block, Mapping):
                 raise ValueError(f"plasticity.options.{name}: must be a mapping, got {block!r}")
-            _check_options(name, dict(block))
+            _check_options(name, dict(block), networks)
             options[name] = dict(block)
         config = cls(method=method, monitor=monitor, options=options)
-        if mixer is not None:
-            _check_for_mixer(config, mixer)
+        if networks is not None:
+            _check_default_scope(config, algorithm or "this algorithm", networks)
         return config
 
 
@@ -153,7 +168,7 @@ def _misplaced(key: str, method: str) -> str:
     return f"plasticity.{key}: unknown key; allowed: {allowed}"
 
 
-def _check_options(method: str, options: dict[str, Any]) -> None:
+def _check_options(method: str, options: dict[str, Any], networks: tuple[str, ...] | None) -> None:
     valid = intervention_options(method)
     for key in options:
         if key not in valid:
@@ -164,26 +179,46 @@ def _check_options(method: str, options: dict[str, Any]) -> None:
         build_intervention(method, **options)
     except (ValueError, TypeError) as err:
         raise ValueError(f"plasticity.options.{method}: {err}") from None
-    scope = options.get("scope")
-    entries = [] if scope in (None, "all") else [scope] if isinstance(scope, str) else scope
-    for entry in entries:
-        if not isinstance(entry, str) or entry.split(".")[0] not in NETWORKS:
+    if networks is None:
+        return
+    for entry in _scope_entries(options.get("scope")):
+        if not isinstance(entry, str) or entry.split(".")[0] not in networks:
+            names = ", ".join(repr(n) for n in networks)
             raise ValueError(
                 f"plasticity.options.{method}.scope: {entry!r} names no layer; allowed: 'all', "
-                "'agent', 'mixer' or a module path under them (e.g. 'agent.fc1.0', "
-                "'mixer.hyper_w1.0')"
+                f"{names} or a module path under them (e.g. 'agent.fc1.0')"
             )
 
 
-def _check_for_mixer(config: PlasticityConfig, mixer: str) -> None:
-    scope = config.intervention_options.get("scope")
-    if config.method == "reborn" and mixer != "qmix" and scope in (None, "mixer"):
+def _scope_entries(scope: Any) -> list[Any]:
+    return [] if scope in (None, "all") else [scope] if isinstance(scope, str) else list(scope)
+
+
+def _check_default_scope(
+    config: PlasticityConfig, algorithm: str, networks: tuple[str, ...]
+) -> None:
+    """A method whose own default scope names networks the algorithm lacks (ReBorn's is the
+    QMIX mixer) is refused unless the config gives a scope."""
+    if config.intervention_options.get("scope") is not None:
+        return
+    default = config.build_intervention().scope
+    outside = [e for e in _scope_entries(default) if e.split(".")[0] not in networks]
+    if outside:
         raise ValueError(
-            "plasticity.method: 'reborn' acts on the QMIX mixer; VDN has no mixer parameters "
-            "(use algorithm qmix, or give plasticity.options.reborn.scope)"
+            f"plasticity.method: {config.method!r} acts on {', '.join(outside)} by default, "
+            f"which {algorithm} does not have (its plasticity networks: {', '.join(networks)}); "
+            f"give plasticity.options.{config.method}.scope"
         )
 
 
-def validate_plasticity(config: Mapping[str, Any] | None, mixer: str) -> PlasticityConfig:
-    """Raise ValueError naming the field for a bad plasticity config (cheap, no model)."""
-    return PlasticityConfig.from_mapping(config, mixer)
+def validate_plasticity(
+    config: Mapping[str, Any] | None, algorithm: str, networks: tuple[str, ...]
+) -> PlasticityConfig:
+    """Raise ValueError naming the field for a bad plasticity config (cheap, no model);
+    `networks`: the algorithm's plasticity networks (knife.policies.registry)."""
+    return PlasticityConfig.from_mapping(config, algorithm, networks)
+
+
+def describe_options(method: str) -> list[tuple[str, Any]]:
+    """(option, default) of a method's own options, for `knife config`."""
+    return list(option_defaults(method).items())

@@ -51,8 +51,6 @@ ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
 # phi(c z) = c phi(z) for c > 0: lets ReBorn scale copied weights without changing outputs.
 POSITIVE_HOMOGENEOUS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.Identity)
 
-DEFAULT_NETWORKS: tuple[str, ...] = ("agent", "mixer")
-
 Scope = str | Sequence[str] | None
 
 
@@ -157,19 +155,20 @@ def resolve_scope(
 ) -> list[str]:
     """Normalize a scope to canonical path prefixes, validating each entry.
 
-    None or "all" -> the default networks ("agent", "mixer") that exist and hold unit layers
-    (the whole model if it has none of them). A string or list of strings names networks or
-    module paths; each must name a module that holds at least one unit layer.
+    None or "all" -> the model's networks (its direct children: the policies hand the toolkit
+    a holder of the algorithm's plasticity networks, e.g. agent and mixer) that hold unit
+    layers. A string or list of strings names networks or module paths; each must name a
+    module that holds at least one unit layer.
     """
     layers = _discover(model) if layers is None else layers
     if scope is None or scope == "all":
-        present = [n for n in DEFAULT_NETWORKS if any(in_scope(ly.path, n) for ly in layers)]
+        present = [
+            n for n, _ in model.named_children() if any(in_scope(ly.path, n) for ly in layers)
+        ]
         if present:
             return present
-        if any(n in model._modules for n in DEFAULT_NETWORKS):
-            raise ValueError(
-                f"scope: no unit layers in {list(DEFAULT_NETWORKS)}; {_choices(layers)}"
-            )
+        if not layers:
+            raise ValueError(f"scope: the model has no unit layers; {_choices(layers)}")
         return [""]
     entries = [scope] if isinstance(scope, str) else list(scope)
     if not entries:
@@ -180,16 +179,13 @@ def resolve_scope(
     return entries
 
 
-def scope_modules(
-    model: nn.Module, scope: Scope, default: Sequence[str] = DEFAULT_NETWORKS
-) -> list[str]:
-    """Validate a scope naming whole modules (network-level methods): each must have parameters."""
+def scope_modules(model: nn.Module, scope: Scope) -> list[str]:
+    """Validate a scope naming whole modules (network-level methods): each must have
+    parameters. None or "all": the model's networks (direct children) that have parameters."""
     if scope is None or scope == "all":
-        entries = [n for n in default if _has_params(model, n)]
+        entries = [n for n, _ in model.named_children() if _has_params(model, n)]
         if not entries:
-            raise ValueError(
-                f"scope: none of {list(default)} has parameters; {_module_choices(model)}"
-            )
+            raise ValueError(f"scope: no network has parameters; {_module_choices(model)}")
         return entries
     entries = [scope] if isinstance(scope, str) else list(scope)
     if not entries:

@@ -11,13 +11,11 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from knife.platform.config import ConfigError, TrialConfig
+from knife.policies.schema import EVALUATION_ATTRS, PLATFORM_KEYS
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm import Algorithm
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
-
-# Platform-level knobs that are not QMixConfig.training() hyperparameters.
-_NOT_TRAINING_KWARGS = ("num_env_runners", "device")
 
 
 def resolve_device(device: str) -> str:
@@ -35,13 +33,11 @@ def resolve_device(device: str) -> str:
 
 
 def training_kwargs(cfg: TrialConfig) -> dict[str, Any]:
-    """The keyword arguments QMixConfig.training() gets for this trial."""
-    kwargs = {k: v for k, v in asdict(cfg.training).items() if k not in _NOT_TRAINING_KWARGS}
-    kwargs.update(
-        mixer=cfg.algorithm,  # qmix or vdn: the algorithm is the mixer
-        test_episodes=cfg.evaluation.episodes,
-        test_interval=cfg.evaluation.interval,
-    )
+    """The keyword arguments QMixConfig.training() gets for this trial: the schema's keys
+    under their QMixConfig names (knife.policies.schema)."""
+    kwargs = {k: v for k, v in asdict(cfg.training).items() if k not in PLATFORM_KEYS}
+    kwargs.update({EVALUATION_ATTRS[k]: v for k, v in asdict(cfg.evaluation).items()})
+    kwargs["algorithm"] = cfg.algorithm
     return kwargs
 
 
@@ -56,7 +52,6 @@ def algorithm_config(cfg: TrialConfig, device: str | None = None) -> AlgorithmCo
         QMixConfig()
         .environment(env=cfg.env, env_config=dict(cfg.env_config))
         .training(**training_kwargs(cfg))
-        .env_runners(num_env_runners=cfg.training.num_env_runners)
         .learners(num_gpus_per_learner=1 if use_gpu else 0)
         .plasticity(**cfg.plasticity)
         .tasks(cfg.tasks)

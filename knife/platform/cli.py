@@ -1,4 +1,4 @@
-"""The `knife` command line (DESIGN 10). Subcommands: train, sweep, ui, report.
+"""The `knife` command line (DESIGN 10). Subcommands: train, sweep, ui, report, config.
 
 Imports stay light at module level (no ray, no mlflow): `knife train bad.yaml` must answer
 in about a second, and a config error must never start Ray.
@@ -214,6 +214,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "config",
+        help="print every trial-config key with its default, allowed values and meaning",
+        description="Print the trial-config keys (generated from the code's declarations): "
+        "all of them, or one key or section, e.g. `knife config training.td_lambda`, "
+        "`knife config plasticity.options.knife`.",
+    )
+    p.add_argument("key", nargs="?", default="", metavar="KEY", help="a key or section")
+    p.add_argument("--markdown", action="store_true", help="all keys as a Markdown table")
+    p.set_defaults(func=_cmd_config)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from knife.platform.config_doc import explain, markdown
+
+    print(markdown() if args.markdown else explain(args.key), end="" if args.markdown else "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="knife",
@@ -224,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_ui(sub)
     _add_report(sub)
+    _add_config(sub)
     return parser
 
 

@@ -10,114 +10,37 @@ This module imports no ray and no torch: `knife train bad.yaml` must fail fast.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ALGORITHMS = ("qmix", "vdn")
-# YAML 1.1 (PyYAML) reads `5e-4` and `1e5` as strings; numeric fields accept them.
-_FLOAT_LITERAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+from knife.fields import (
+    ConfigError,
+    coerce,
+    field_names,
+    parse_section,
+    require_mapping,
+    unknown_key,
+)
+from knife.policies.registry import ALGORITHMS
+from knife.policies.schema import EvaluationConfig, TrainingConfig
+
+__all__ = [
+    "ConfigError",
+    "EvaluationConfig",
+    "TrainingConfig",
+    "TrialConfig",
+    "load_trial_config",
+    "parse_trial_config",
+    "require_mapping",
+    "unknown_key",
+]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class ConfigError(ValueError):
-    """A config value is missing, unknown, of the wrong type or out of range."""
-
-
-# ---------------------------------------------------------------------------------------
-# Field specs: a field's metadata says its kind and allowed values; one checker serves all.
-
-
-def _spec(
-    default: Any,
-    kind: type,
-    *,
-    check: Callable[[Any], bool] | None = None,
-    allowed: str = "",
-    choices: tuple[str, ...] = (),
-    doc: str = "",
-) -> Any:
-    return field(
-        default=default,
-        metadata={"kind": kind, "check": check, "allowed": allowed, "choices": choices, "doc": doc},
-    )
-
-
-def _gt0(v: float) -> bool:
-    return v > 0
-
-
-def _ge0(v: float) -> bool:
-    return v >= 0
-
-
-def _ge1(v: float) -> bool:
-    return v >= 1
-
-
-def _unit_closed(v: float) -> bool:
-    return 0 <= v <= 1
-
-
-def _unit_half_open(v: float) -> bool:
-    return 0 < v <= 1
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """QMIX/VDN hyperparameters (DESIGN 5); names match QMixConfig.training()."""
-
-    lr: float = _spec(1e-3, float, check=_gt0, allowed="a number > 0")
-    optimizer: str = _spec("adam", str, choices=("adam", "rmsprop"))
-    gamma: float = _spec(0.99, float, check=_unit_half_open, allowed="a number in (0, 1]")
-    td_lambda: float = _spec(0.6, float, check=_unit_closed, allowed="a number in [0, 1]")
-    double_q: bool = _spec(True, bool)
-    grad_clip: float = _spec(10.0, float, check=_gt0, allowed="a number > 0")
-    batch_size: int = _spec(32, int, check=_ge1, allowed="an integer >= 1 (episodes)")
-    buffer_size: int = _spec(5000, int, check=_ge1, allowed="an integer >= 1 (episodes)")
-    target_update_interval: int = _spec(
-        200, int, check=_ge1, allowed="an integer >= 1 (learner updates)"
-    )
-    epsilon_start: float = _spec(1.0, float, check=_unit_closed, allowed="a number in [0, 1]")
-    epsilon_finish: float = _spec(0.05, float, check=_unit_closed, allowed="a number in [0, 1]")
-    epsilon_anneal_steps: int = _spec(
-        100_000, int, check=_ge1, allowed="an integer >= 1 (env steps)"
-    )
-    agent_hidden_dim: int = _spec(64, int, check=_ge1, allowed="an integer >= 1")
-    mixer_embed_dim: int = _spec(32, int, check=_ge1, allowed="an integer >= 1")
-    hypernet_dim: int = _spec(64, int, check=_ge1, allowed="an integer >= 1")
-    # Episodes in the buffer before the first update; at least one batch (checked below).
-    learning_starts: int = _spec(
-        32, int, check=_ge1, allowed="an integer >= 1 (episodes in the buffer)"
-    )
-    updates_per_episode: float = _spec(1.0, float, check=_gt0, allowed="a number > 0")
-    standardise_rewards: bool = _spec(False, bool)
-    # Agent input = obs ++ one-hot id (++ one-hot last action: pymarl's default; EPyMARL's
-    # QMIX turns it off).
-    obs_last_action: bool = _spec(True, bool)
-    num_env_runners: int = _spec(0, int, check=_ge0, allowed="an integer >= 0")
-    # With num_env_runners >= 1: runners play the next episode while the learner updates.
-    sample_while_learning: bool = _spec(True, bool)
-    # torch intra-op threads per process (0: torch's default).
-    torch_threads: int = _spec(1, int, check=_ge0, allowed="an integer >= 0 (0: torch's default)")
-    device: str = _spec("cpu", str, choices=("cpu", "cuda", "auto"))
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """Greedy test episodes and how often they run."""
-
-    episodes: int = _spec(16, int, check=_ge1, allowed="an integer >= 1 (greedy test episodes)")
-    interval: int = _spec(
-        5000, int, check=_ge1, allowed="an integer >= 1 (env steps between tests)"
-    )
 
 
 @dataclass(frozen=True)
@@ -166,7 +89,7 @@ TOP_LEVEL_KEYS = (
     "name",
 )
 _REQUIRED = {
-    "algorithm": "one of " + ", ".join(ALGORITHMS),
+    "algorithm": "one of " + ", ".join(ALGORITHMS),  # knife.policies.registry
     "env": "a registered env name, e.g. matrix:two_step",
     "steps": "an integer > 0 (env steps)",
 }
@@ -174,103 +97,14 @@ _REQUIRED = {
 _FREE_FORM = ("env_config", "plasticity")
 
 
-# ---------------------------------------------------------------------------------------
-# Value checks
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _coerce(path: str, value: Any, kind: type, allowed: str, choices: tuple[str, ...]) -> Any:
-    """The value as `kind`, or a ConfigError naming `path` and what is allowed."""
-    what = allowed or _kind_name(kind, choices)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{path}: must be true or false, got {value!r}")
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: must be {what}, got {value!r}")
-        if choices and value not in choices:
-            raise ConfigError(f"{path}: unknown {value!r}; allowed: {', '.join(choices)}")
-        return value
-    # Numbers. bool is an int subclass in Python; `steps: true` is a mistake, not 1.
-    num = value
-    if isinstance(num, str) and _FLOAT_LITERAL.match(num.strip()):
-        num = float(num)
-    if isinstance(num, bool) or not isinstance(num, int | float):
-        raise ConfigError(f"{path}: must be {what}, got {value!r}")
-    if not math.isfinite(num):
-        raise ConfigError(f"{path}: must be {what}, got {value!r}")
-    if kind is int:
-        if isinstance(num, float):
-            if not num.is_integer():
-                raise ConfigError(f"{path}: must be {what}, got {value!r}")
-            num = int(num)
-        return num
-    return float(num)
-
-
-def _kind_name(kind: type, choices: tuple[str, ...]) -> str:
-    if choices:
-        return "one of " + ", ".join(choices)
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[kind]
-
-
-def unknown_key(path: str, key: Any, allowed: Iterable[str]) -> ConfigError:
-    """The error for an unknown key: names the field, suggests the closest allowed key."""
-    allowed = list(allowed)
-    hint = difflib.get_close_matches(str(key), allowed, n=1)
-    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
-    where = f"{path}: unknown key" if path else "unknown top-level key"
-    return ConfigError(f"{where} {key!r}{did_you_mean}; allowed: {', '.join(allowed)}")
-
-
-def require_mapping(path: str, value: Any) -> Mapping[str, Any]:
-    """`value` if it is a mapping, else an error naming the field."""
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: must be a mapping of keys to values, got {value!r}")
-    return value
-
-
-def _parse_section(cls: type, path: str, raw: Any) -> Any:
-    """Build a spec'd dataclass (TrainingConfig, EvaluationConfig) from a mapping."""
-    raw = {} if raw is None else require_mapping(path, raw)
-    specs = {f.name: f for f in fields(cls)}
-    for key in raw:
-        if key == "mixer" and cls is TrainingConfig:
-            # QMIX vs VDN is the mixer; keep one place to choose it.
-            raise ConfigError(
-                f"{path}.mixer: the mixer is chosen by the top-level `algorithm`; "
-                f"allowed: {', '.join(ALGORITHMS)}"
-            )
-        if key not in specs:
-            raise unknown_key(path, key, specs)
-    values = {}
-    for name, f in specs.items():
-        if name not in raw:
-            continue
-        meta = f.metadata
-        value = _coerce(f"{path}.{name}", raw[name], meta["kind"], meta["allowed"], meta["choices"])
-        if meta["check"] is not None and not meta["check"](value):
-            raise ConfigError(f"{path}.{name}: must be {meta['allowed']}, got {raw[name]!r}")
-        values[name] = value
-    return cls(**values)
-
-
-def _check_training(t: TrainingConfig) -> None:
-    # Cross-field rules: a batch must fit in the buffer, and so must the warm-up.
-    if t.buffer_size < t.batch_size:
+def _parse_training(raw: Any) -> TrainingConfig:
+    if isinstance(raw, Mapping) and "mixer" in raw:
+        # The algorithm (QMIX, VDN, ...) is chosen in one place.
         raise ConfigError(
-            f"training.buffer_size: must be >= training.batch_size ({t.batch_size}), "
-            f"got {t.buffer_size}"
+            "training.mixer: the mixer is chosen by the top-level `algorithm`; "
+            f"allowed: {', '.join(ALGORITHMS)}"
         )
-    if not t.batch_size <= t.learning_starts <= t.buffer_size:
-        raise ConfigError(
-            f"training.learning_starts: must be in [training.batch_size, training.buffer_size]"
-            f" = [{t.batch_size}, {t.buffer_size}] (episodes), got {t.learning_starts}"
-        )
+    return parse_section(TrainingConfig, "training", raw)
 
 
 def _parse_plasticity(raw: Any, algorithm: str) -> dict[str, Any]:
@@ -281,7 +115,8 @@ def _parse_plasticity(raw: Any, algorithm: str) -> dict[str, Any]:
     from knife.plasticity.config import validate_plasticity
 
     try:
-        method = validate_plasticity(raw, algorithm).method
+        networks = ALGORITHMS[algorithm].networks
+        method = validate_plasticity(raw, algorithm, networks).method
     except ValueError as err:
         raise ConfigError(str(err)) from None
     return {**raw, "method": method}
@@ -314,12 +149,12 @@ def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
         if raw.get(key) is None:
             raise ConfigError(f"{key}: required; must be {what}")
 
-    algorithm = _coerce("algorithm", raw["algorithm"], str, "", ALGORITHMS)
+    algorithm = coerce("algorithm", raw["algorithm"], str, "", tuple(ALGORITHMS))
     env = raw["env"]
     if not isinstance(env, str) or not env:
         raise ConfigError(f"env: must be {_REQUIRED['env']}, got {env!r}")
     env_config = dict(require_mapping("env_config", raw.get("env_config") or {}))
-    steps = _coerce("steps", raw["steps"], int, _REQUIRED["steps"], ())
+    steps = coerce("steps", raw["steps"], int, _REQUIRED["steps"], ())
     if steps <= 0:
         raise ConfigError(f"steps: must be {_REQUIRED['steps']}, got {raw['steps']!r}")
     from knife.envs.tasks import MAX_STEPS
@@ -329,7 +164,7 @@ def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
             f"steps: at most {MAX_STEPS:.0e} env steps (a larger budget is taken for a typo), "
             f"got {raw['steps']!r}"
         )
-    seed = _coerce("seed", raw.get("seed", 0), int, "an integer >= 0", ())
+    seed = coerce("seed", raw.get("seed", 0), int, "an integer >= 0", ())
     if seed < 0:
         raise ConfigError(f"seed: must be an integer >= 0, got {raw['seed']!r}")
     name = raw.get("name")
@@ -337,9 +172,8 @@ def parse_trial_config(mapping: Mapping[str, Any]) -> TrialConfig:
         raise ConfigError(
             f"name: must be a folder-safe string (letters, digits, '.', '_', '-'), got {name!r}"
         )
-    training = _parse_section(TrainingConfig, "training", raw.get("training"))
-    _check_training(training)
-    evaluation = _parse_section(EvaluationConfig, "evaluation", raw.get("evaluation"))
+    training = _parse_training(raw.get("training"))
+    evaluation = parse_section(EvaluationConfig, "evaluation", raw.get("evaluation"))
     plasticity = _parse_plasticity(raw.get("plasticity"), algorithm)
     if tasks is None:
         _check_env(env, env_config)  # last: the only check that reaches outside this module
@@ -414,9 +248,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def _section_keys(key: str) -> tuple[str, ...] | None:
     """Allowed keys below a top-level key, or None when the schema does not fix them."""
     if key == "training":
-        return tuple(f.name for f in fields(TrainingConfig))
+        return field_names(TrainingConfig)
     if key == "evaluation":
-        return tuple(f.name for f in fields(EvaluationConfig))
+        return field_names(EvaluationConfig)
     return None
 
 

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from knife.platform.tracking import _retry
+from knife.policies.registry import ALGORITHMS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-NETWORKS = ("agent", "mixer")
+# Every plasticity network of any registered algorithm (knife.policies.registry), in order.
+NETWORKS = tuple(dict.fromkeys(n for spec in ALGORITHMS.values() for n in spec.networks))
 STAGNANT_KEY = "plasticity/stagnant_fraction/{network}"
 
 

@@ -39,7 +39,7 @@ class _Head(nn.Module):
 class RNNAgent(nn.Module):
     """Shared GRU agent: maps per-agent inputs and hidden state to Q-values."""
 
-    def __init__(self, input_dim: int, n_actions: int, hidden_dim: int = 64) -> None:
+    def __init__(self, input_dim: int, n_actions: int, hidden_dim: int) -> None:
         super().__init__()
         self.input_dim = input_dim
         self.n_actions = n_actions

@@ -29,59 +29,34 @@ from knife.envs.tasks import SWITCH_DEFAULTS, TaskSequence
 from knife.plasticity.config import PlasticityConfig, validate_plasticity
 from knife.policies.env_runner import TeamEnvRunner
 from knife.policies.learner import QMixTorchLearner
-from knife.policies.mixers import build_mixer
+from knife.policies.registry import algorithm_spec
 from knife.policies.replay_buffer import EpisodeReplayBuffer
 from knife.policies.rl_module import QMixRLModule, linear_epsilon
+from knife.policies.schema import MODEL_KEYS, algorithm_keys, check_values, defaults
 from knife.policies.task_progress import TaskProgress
 from knife.policies.torch_threads import set_torch_threads
 
 KNIFE = "knife"  # result-dict namespace of this algorithm's own metrics
 
-# QMixConfig.training() keyword -> default (DESIGN 5; pymarl2/SMACv2 practice).
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "mixer": "qmix",
-    "optimizer": "adam",
-    "td_lambda": 0.6,
-    "double_q": True,
-    "batch_size": 32,
-    "buffer_size": 5000,
-    "target_update_interval": 200,
-    "epsilon_start": 1.0,
-    "epsilon_finish": 0.05,
-    "epsilon_anneal_steps": 100_000,
-    "agent_hidden_dim": 64,
-    "mixer_embed_dim": 32,
-    "hypernet_dim": 64,
-    "learning_starts": 32,
-    "updates_per_episode": 1.0,
-    "standardise_rewards": False,
-    "obs_last_action": True,
-    "test_episodes": 16,
-    "test_interval": 5000,
-    "episodes_per_runner": 1,
-    # With remote EnvRunners: they play the next episodes while the Learner updates on the
-    # last ones (the acting weights then lag one update behind; see docs/performance.md).
-    "sample_while_learning": True,
-    # torch's intra-op threads in this process (and in each EnvRunner): pymarl's 1. The
-    # tensors are small; more threads gain little and spin against the other process.
-    "torch_threads": 1,
-}
 SAMPLE_TAG = "knife_sample"
 
 
 class QMixConfig(AlgorithmConfig):
-    """Config for QMIX (mixer="qmix") and VDN (mixer="vdn").
+    """Config of the value-factorization algorithms (knife.policies.registry: qmix, vdn, ...).
 
-    QMixConfig().environment("matrix:two_step").training(mixer="qmix", lr=1e-3).build_algo()
+    QMixConfig().environment("matrix:two_step").training(algorithm="qmix", lr=1e-3).build_algo()
+
+    Every hyperparameter, its default and its allowed values are declared once in
+    knife.policies.schema (the YAML `training:` and `evaluation:` sections); `validate()`
+    checks them there, with the messages a YAML file gets.
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or QMix)
-        self.lr = 1e-3
-        self.gamma = 0.99
-        self.grad_clip = 10.0
         self.grad_clip_by = "global_norm"
-        for key, value in TRAINING_DEFAULTS.items():
+        self.algorithm = "qmix"
+        # The schema's defaults, RLlib's own lr/gamma/grad_clip/num_env_runners included.
+        for key, value in defaults().items():
             setattr(self, key, value)
         self.env_runner_cls = TeamEnvRunner
         # TeamEnvRunner has no connector pipelines: nothing to merge or broadcast.
@@ -131,7 +106,9 @@ class QMixConfig(AlgorithmConfig):
         return self
 
     def training(self, **kwargs) -> QMixConfig:
-        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in TRAINING_DEFAULTS}
+        """RLlib's training() plus the schema's keys (knife.policies.schema), `algorithm`
+        and the evaluation section's test_episodes, test_interval."""
+        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in algorithm_keys()}
         super().training(**kwargs)
         for key, value in ours.items():
             if value is not NotProvided:
@@ -140,35 +117,19 @@ class QMixConfig(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
-        build_mixer(self.mixer, 1, 1)  # raises a clear error for an unknown mixer
-        validate_plasticity(self.plasticity_config, self.mixer)
+        networks = algorithm_spec(self.algorithm).networks
+        # The schema's ranges and cross-field rules, as a YAML config gets them.
+        check_values({key: getattr(self, key) for key in algorithm_keys()})
+        validate_plasticity(self.plasticity_config, self.algorithm, networks)
         if self.task_sequence is not None:
             TaskSequence.from_config(self.task_sequence)  # field-named errors
-        if self.optimizer not in ("adam", "rmsprop"):
-            raise ValueError(
-                f"training.optimizer: unknown {self.optimizer!r}; allowed: 'adam', 'rmsprop'"
-            )
-        if self.buffer_size < self.batch_size:
-            raise ValueError("training.buffer_size must be >= training.batch_size")
-        if self.learning_starts < self.batch_size:
-            raise ValueError("training.learning_starts must be >= training.batch_size")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(module_class=QMixRLModule, model_config=self.model_config)
 
     @property
     def _model_config_auto_includes(self) -> dict[str, Any]:
-        keys = (
-            "mixer",
-            "agent_hidden_dim",
-            "obs_last_action",
-            "mixer_embed_dim",
-            "hypernet_dim",
-            "epsilon_start",
-            "epsilon_finish",
-            "epsilon_anneal_steps",
-        )
-        return super()._model_config_auto_includes | {k: getattr(self, k) for k in keys}
+        return super()._model_config_auto_includes | {k: getattr(self, k) for k in MODEL_KEYS}
 
     def get_default_learner_class(self) -> type:
         return QMixTorchLearner

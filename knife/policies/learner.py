@@ -53,13 +53,6 @@ def masked_td(
     return (td_error**2).sum() / n_valid, td_error, n_valid
 
 
-def mixed_q_taken(module: Any, agent: Any, mixer: Any, batch: dict[str, torch.Tensor]):
-    """Q_tot of the taken actions [B, T] with the given agent and mixer networks."""
-    q = module.agent_q_sequence(agent, batch)
-    taken = q[:, :-1].gather(-1, batch["actions"][:, :-1].unsqueeze(-1)).squeeze(-1)
-    return mixer(taken * batch["agent_mask"].unsqueeze(1), batch["state"][:, :-1])
-
-
 def qmix_td_loss(
     module: Any,
     batch: dict[str, torch.Tensor],
@@ -219,17 +212,18 @@ class QMixTorchLearner(TorchLearner):
         if batch is None:
             return None
         module = self.module[module_id].unwrapped()
-        return lambda: mixed_q_taken(module, module.agent, module.mixer, batch)
+        return lambda: module.mixed_q_taken(batch)
 
     def _loss_fn(self, module_id: str) -> Callable[[Any], torch.Tensor] | None:
-        """The last update's TD loss for other networks (.agent, .mixer), same targets."""
+        """The last update's TD loss with other networks standing in for the module's
+        plasticity networks (a holder with those child names), same targets."""
         batch, td = self._last_batch.get(module_id), self._last_targets.get(module_id)
         if batch is None or not td:
             return None
         module = self.module[module_id].unwrapped()
 
         def loss(nets: Any) -> torch.Tensor:
-            q_tot = mixed_q_taken(module, nets.agent, nets.mixer, batch)
+            q_tot = module.mixed_q_taken(batch, **dict(nets.named_children()))
             return masked_td(q_tot, td["targets"], td["filled"])[0]
 
         return loss

@@ -27,9 +27,7 @@ class QMixer(nn.Module):
     actions consistent with the joint greedy action.
     """
 
-    def __init__(
-        self, n_agents: int, state_dim: int, embed_dim: int = 32, hypernet_dim: int = 64
-    ) -> None:
+    def __init__(self, n_agents: int, state_dim: int, embed_dim: int, hypernet_dim: int) -> None:
         super().__init__()
         self.n_agents = n_agents
         self.state_dim = state_dim
@@ -68,11 +66,15 @@ class QMixer(nn.Module):
         return q_tot.reshape(lead)
 
 
+MIXERS = {"qmix": QMixer, "vdn": VDNMixer}
+
+
 def build_mixer(
-    name: str, n_agents: int, state_dim: int, embed_dim: int = 32, hypernet_dim: int = 64
+    name: str, n_agents: int, state_dim: int, embed_dim: int, hypernet_dim: int
 ) -> nn.Module:
+    """The mixer `name` (a key of MIXERS); sizes from the trial's training section."""
     if name == "qmix":
         return QMixer(n_agents, state_dim, embed_dim, hypernet_dim)
-    if name == "vdn":
-        return VDNMixer()
-    raise ValueError(f"training.mixer: unknown mixer {name!r}; allowed: 'qmix', 'vdn'")
+    if name in MIXERS:
+        return MIXERS[name]()
+    raise ValueError(f"mixer: unknown {name!r}; allowed: {', '.join(MIXERS)}")

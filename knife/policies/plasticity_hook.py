@@ -18,14 +18,21 @@ from knife.plasticity.fresh_reference import FreshReference
 PREFIX = "plasticity/"
 
 
-def _pair(agent: nn.Module, mixer: nn.Module) -> nn.Module:
+def _holder(module: nn.Module, names: tuple[str, ...], prefix: str = "") -> nn.Module:
+    """The networks `names` of `module` (attributes `<prefix><name>`) as the children of
+    one module, under their own names: the model the plasticity toolkit works on."""
     holder = nn.Module()
-    holder.agent, holder.mixer = agent, mixer
+    for name in names:
+        holder.add_module(name, getattr(module, prefix + name))
     return holder
 
 
 class PlasticityHook:
-    """Monitor + intervention for one QMixRLModule and its optimizer."""
+    """Monitor + intervention for one QMixRLModule and its optimizer.
+
+    The networks it watches and changes are the module's `plasticity_networks()` (the
+    algorithm's entry in knife.policies.registry); their targets are `target_<name>`.
+    """
 
     def __init__(
         self,
@@ -67,8 +74,9 @@ class PlasticityHook:
     ) -> dict[str, float]:
         """After each optimizer step (grads still populated). Returns metrics when due.
 
-        loss_fn(networks) -> this update's TD loss of other networks (with .agent, .mixer)
-        against the same targets: it scores the fresh reference on the same batch."""
+        loss_fn(networks) -> this update's TD loss of other networks (a holder with the
+        plasticity networks' names) against the same targets: it scores the fresh reference
+        on the same batch."""
         self.monitor.update()
         fired = self.intervention.should_fire("update", num_updates)
         if fired:
@@ -93,20 +101,21 @@ class PlasticityHook:
     # --- internals -------------------------------------------------------------------
 
     def _online(self) -> nn.Module:
-        """The online networks under the child names the toolkit expects (agent, mixer)."""
-        return _pair(self.module.agent, self.module.mixer)
+        return _holder(self.module, self.module.plasticity_networks())
 
     def _fire(self, batch_fn: Callable[[], Any] | None) -> None:
         module = self.module
+        names = module.plasticity_networks()
         online = self._online()
         # Interventions mirror their changes into a target with the same child names.
-        target = _pair(module.target_agent, module.target_mixer)
+        target = _holder(module, names, prefix="target_")
         summary = self.intervention.apply(
             online, self.optimizer, monitor=self.monitor, batch=batch_fn, target=target
         )
         # Network-level methods may wrap a whole network: keep the module's handles current.
-        module.agent, module.mixer = online.agent, online.mixer
-        module.target_agent, module.target_mixer = target.agent, target.mixer
+        for name in names:
+            setattr(module, name, getattr(online, name))
+            setattr(module, "target_" + name, getattr(target, name))
         self.injections += 1
         self.units_changed += int(summary.total_changed)
         self.last_summary = {k: float(v) for k, v in summary.to_metrics().items()}

@@ -20,6 +20,8 @@ from ray.rllib.core.rl_module.torch import TorchRLModule
 from knife.plasticity import install_from_state_dict
 from knife.policies.agent import RNNAgent, build_agent_inputs
 from knife.policies.mixers import build_mixer
+from knife.policies.registry import algorithm_spec
+from knife.policies.schema import MODEL_KEYS
 
 HIDDEN = "h"
 LAST_ACTIONS = "last_actions"
@@ -39,25 +41,37 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
     def setup(self) -> None:
         space = self.observation_space
         mc = self.model_config
+        missing = [k for k in MODEL_KEYS if k not in mc]
+        if missing:  # no fallback defaults here: they live in knife.policies.schema
+            raise ValueError(
+                f"QMixRLModule: model_config lacks {missing}; QMixConfig fills it, "
+                "or build one with knife.policies.schema.model_config(...)"
+            )
         self.n_agents, self.obs_dim = space["obs"].shape
         self.state_dim = space["state"].shape[0]
         self.n_actions = space["avail_actions"].shape[1]
-        self.obs_last_action = bool(mc.get("obs_last_action", True))
+        self.algorithm = algorithm_spec(mc["algorithm"])
+        self.obs_last_action = bool(mc["obs_last_action"])
         input_dim = self.obs_dim + self.n_agents + self.n_actions * self.obs_last_action
-        self.agent = RNNAgent(input_dim, self.n_actions, mc.get("agent_hidden_dim", 64))
+        self.agent = RNNAgent(input_dim, self.n_actions, mc["agent_hidden_dim"])
         self.epsilon_schedule = (
-            mc.get("epsilon_start", 1.0),
-            mc.get("epsilon_finish", 0.05),
-            mc.get("epsilon_anneal_steps", 100_000),
+            mc["epsilon_start"],
+            mc["epsilon_finish"],
+            mc["epsilon_anneal_steps"],
         )
         if not self.inference_only:
             self.mixer = build_mixer(
-                mc.get("mixer", "qmix"),
+                self.algorithm.mixer,
                 self.n_agents,
                 self.state_dim,
-                mc.get("mixer_embed_dim", 32),
-                mc.get("hypernet_dim", 64),
+                mc["mixer_embed_dim"],
+                mc["hypernet_dim"],
             )
+
+    def plasticity_networks(self) -> tuple[str, ...]:
+        """The networks plasticity metrics and interventions act on (knife.policies.registry);
+        each has its target at `target_<name>`."""
+        return self.algorithm.networks
 
     # --- recurrent state -------------------------------------------------------------
 
@@ -117,6 +131,16 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         inputs = build_agent_inputs(obs, last, self.n_agents)
         hidden = torch.zeros(b, self.n_agents, agent.state_dim, device=obs.device)
         return agent.unroll(inputs, hidden)
+
+    def mixed_q_taken(
+        self, batch: dict[str, torch.Tensor], agent: RNNAgent | None = None, mixer: Any = None
+    ) -> torch.Tensor:
+        """Q_tot of the taken actions [B, T] (other agent/mixer networks may stand in)."""
+        agent = self.agent if agent is None else agent
+        mixer = self.mixer if mixer is None else mixer
+        q = self.agent_q_sequence(agent, batch)
+        taken = q[:, :-1].gather(-1, batch["actions"][:, :-1].unsqueeze(-1)).squeeze(-1)
+        return mixer(taken * batch["agent_mask"].unsqueeze(1), batch["state"][:, :-1])
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return {"q_values": self.agent_q_sequence(self.agent, batch)}

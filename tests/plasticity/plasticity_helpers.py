@@ -8,6 +8,7 @@ from torch import nn
 from knife.plasticity import find_unit_layers
 from knife.policies.agent import RNNAgent
 from knife.policies.mixers import QMixer, VDNMixer
+from knife.policies.schema import TrainingConfig
 
 B, T, N, D, A, S = 4, 6, 3, 30, 6, 24
 
@@ -17,8 +18,11 @@ class QmixNet(nn.Module):
 
     def __init__(self, mixer: str = "qmix") -> None:
         super().__init__()
-        self.agent = RNNAgent(D, A)  # default hidden 64
-        self.mixer = QMixer(N, S) if mixer == "qmix" else VDNMixer()  # default embed 32 / hyper 64
+        t = TrainingConfig()  # the schema's default sizes
+        self.agent = RNNAgent(D, A, t.agent_hidden_dim)
+        self.mixer = (
+            QMixer(N, S, t.mixer_embed_dim, t.hypernet_dim) if mixer == "qmix" else VDNMixer()
+        )
 
     def forward(self, inputs, states, actions):
         b, _, n, _ = inputs.shape

@@ -7,7 +7,7 @@ from knife.policies import QMixConfig, result_metrics
 SMALL_STAG_HUNT = {"world_shape": [5, 5], "n_agents": 2, "n_stags": 1, "episode_limit": 25}
 
 
-def _config(env=None, env_config=None, mixer="qmix", runners=0, tasks=None, **training):
+def _config(env=None, env_config=None, algorithm="qmix", runners=0, tasks=None, **training):
     """A small QMixConfig: one env, or a task sequence (`tasks`)."""
     defaults = dict(
         lr=1e-3,
@@ -24,7 +24,7 @@ def _config(env=None, env_config=None, mixer="qmix", runners=0, tasks=None, **tr
         cfg.environment(env=env, env_config=env_config or {})
     cfg = (
         cfg.tasks(tasks)
-        .training(mixer=mixer, **defaults)
+        .training(algorithm=algorithm, **defaults)
         .env_runners(num_env_runners=runners)
         .debugging(seed=0)
     )

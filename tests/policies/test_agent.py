@@ -5,7 +5,7 @@ from knife.policies.agent import RNNAgent
 
 def test_fused_unroll_matches_step_by_step_gru_cell():
     torch.manual_seed(0)
-    agent = RNNAgent(input_dim=10, n_actions=5)
+    agent = RNNAgent(input_dim=10, n_actions=5, hidden_dim=64)
     x, h = torch.randn(3, 7, 4, 10), torch.randn(3, 4, 64)
     q = agent.unroll(x, h)
     steps, hidden = [], h
@@ -26,6 +26,7 @@ def test_agent_inputs_without_last_action():
     import numpy as np
 
     from knife.policies.rl_module import QMixRLModule
+    from knife.policies.schema import model_config
 
     n, obs_dim, a = 3, 6, 5
     space = gym.spaces.Dict(
@@ -41,7 +42,7 @@ def test_agent_inputs_without_last_action():
             observation_space=space,
             action_space=gym.spaces.MultiDiscrete([a] * n),
             inference_only=False,
-            model_config={"obs_last_action": flag},
+            model_config=model_config(obs_last_action=flag),
         )
         sizes[flag] = module.agent.input_dim
         batch = {

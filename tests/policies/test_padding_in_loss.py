@@ -8,6 +8,7 @@ import torch
 from knife.envs.base import TeamSpec, team_spaces
 from knife.policies.learner import qmix_td_loss
 from knife.policies.rl_module import QMixRLModule
+from knife.policies.schema import model_config
 
 
 def _module(mixer):
@@ -16,7 +17,7 @@ def _module(mixer):
         observation_space=obs_space,
         action_space=act_space,
         inference_only=False,
-        model_config={"mixer": mixer},
+        model_config=model_config(algorithm=mixer),
     )
     module.make_target_networks()
     return module

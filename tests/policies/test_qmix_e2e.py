@@ -68,10 +68,10 @@ def test_remote_runner_samples_while_the_learner_updates(ray_local):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("mixer", ["qmix", "vdn"])
-def test_small_stag_hunt_beats_random(ray_local, mixer):
+@pytest.mark.parametrize("algorithm", ["qmix", "vdn"])
+def test_small_stag_hunt_beats_random(ray_local, algorithm):
     random_return = _random_return("stag_hunt", SMALL_STAG_HUNT)
-    algo = _config("stag_hunt", SMALL_STAG_HUNT, mixer=mixer).build_algo()
+    algo = _config("stag_hunt", SMALL_STAG_HUNT, algorithm=algorithm).build_algo()
     try:
         metrics = _train(algo, 20_000)
     finally:

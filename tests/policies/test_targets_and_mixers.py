@@ -63,7 +63,7 @@ def test_padding_is_masked_and_does_not_leak():
 
 def test_qmix_is_monotonic_in_agent_qs():
     torch.manual_seed(0)
-    mixer = QMixer(n_agents=4, state_dim=7)
+    mixer = QMixer(n_agents=4, state_dim=7, embed_dim=32, hypernet_dim=64)
     qs = torch.randn(64, 4, requires_grad=True)
     states = torch.randn(64, 7)
     mixer(qs, states).sum().backward()
@@ -79,8 +79,8 @@ def test_vdn_is_the_sum():
 def test_unknown_mixer_names_the_field():
     import pytest
 
-    with pytest.raises(ValueError, match=r"training.mixer.*'qmix', 'vdn'"):
-        build_mixer("qplex", 2, 3)
+    with pytest.raises(ValueError, match=r"mixer: unknown 'qplex'; allowed: qmix, vdn"):
+        build_mixer("qplex", 2, 3, 32, 64)
 
 
 def test_qmix_mixer_matches_the_hypernetwork_formula():

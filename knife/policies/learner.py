@@ -1,8 +1,8 @@
-"""QMIX/VDN Learner: the masked double-Q TD(lambda) loss over whole episodes.
+"""QMIX/VDN/IQL Learner: the masked double-Q TD(lambda) loss over whole episodes.
 
 One training step, top to bottom (see `compute_loss_for_module`):
   1. online agent Qs over the episode          q      [B, T+1, N, A]
-  2. Q of the taken actions, mixed              q_tot  [B, T]
+  2. Q of the taken actions, mixed              q_tot  [B, T]  (IQL, unmixed: [B, T, N])
   3. double Q: online argmax at t+1 (available actions only), evaluated by the target
      agent, mixed by the target mixer          v_next [B, T]
   4. TD(lambda) targets from rewards, termination and padding masks
@@ -61,7 +61,8 @@ def qmix_td_loss(
     config: Any,
     targets_out: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Masked double-Q TD(lambda) loss of QMIX/VDN; `q` = online agent Qs [B, T+1, N, A].
+    """Masked double-Q TD(lambda) loss; `q` = online agent Qs [B, T+1, N, A]. A mixer that
+    keeps one value per agent (IQL) gives each agent its own TD error on the team reward.
 
     `config` needs gamma, td_lambda, double_q. Returns (loss, scalar stats for logging);
     `targets_out`, if given, receives the TD targets and the padding mask (the plasticity
@@ -86,6 +87,11 @@ def qmix_td_loss(
         # zero them; the TD(lambda) recursion never uses them.
         target_max = torch.nan_to_num(target_max, neginf=0.0) * agent_mask
         v_next = module.target_mixer(target_max, batch["state"][:, 1:])
+        if v_next.dim() == 3:  # one value per agent: the team reward for each, real agents only
+            rewards, terminated, filled = (
+                x.unsqueeze(-1).expand_as(v_next) for x in (rewards, terminated, filled)
+            )
+            filled = filled * agent_mask
         targets = td_lambda_targets(
             rewards, terminated, filled, v_next, config.gamma, config.td_lambda
         )

@@ -1,4 +1,4 @@
-"""Mixers: QMIX's monotonic hypernetwork mixer and VDN's sum (DESIGN 5)."""
+"""Mixers: QMIX's monotonic hypernetwork mixer, VDN's sum, and IQL's none (DESIGN 5)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,17 @@ class VDNMixer(nn.Module):
 
     def injection_points(self) -> tuple[str, ...]:
         """Nothing to inject: VDN has no parameters."""
+        return ()
+
+
+class IndependentQ(nn.Module):
+    """No mixing (IQL): each agent's Q is its own value, [..., N] in and out, so the TD
+    loss is per agent on the shared team reward (pymarl's QLearner with mixer=None)."""
+
+    def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return agent_qs
+
+    def injection_points(self) -> tuple[str, ...]:
         return ()
 
 
@@ -66,7 +77,7 @@ class QMixer(nn.Module):
         return q_tot.reshape(lead)
 
 
-MIXERS = {"qmix": QMixer, "vdn": VDNMixer}
+MIXERS = {"qmix": QMixer, "vdn": VDNMixer, "independent": IndependentQ}
 
 
 def build_mixer(

@@ -31,6 +31,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
             "qmix", "qmix", ("agent", "mixer"), "monotonic hypernetwork mixer (Rashid et al. 2018)"
         ),
         AlgorithmSpec("vdn", "vdn", ("agent",), "sum of agent Qs (Sunehag et al. 2018)"),
+        AlgorithmSpec(
+            "iql",
+            "independent",
+            ("agent",),
+            "independent Q-learning: each agent's own TD loss on the team reward (Tan 1993; "
+            "pymarl's mixer=None)",
+        ),
     )
 }
 

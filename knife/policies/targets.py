@@ -15,8 +15,9 @@ def td_lambda_targets(
 ) -> torch.Tensor:
     """Lambda-returns G_t for t = 0..T-1.
 
-    rewards, terminated, filled, next_values: [B, T]; next_values[:, t] is the target
-    network's value of the state reached after step t. The recursion is
+    rewards, terminated, filled, next_values: [B, T] (or [B, T, N], one value per agent, for
+    independent learners); next_values[:, t] is the target network's value of the state
+    reached after step t. The recursion is
 
         G_t = r_t + gamma * (1 - term_t) * ((1 - lambda) V_{t+1} + lambda * G'_{t+1})
 
@@ -25,7 +26,7 @@ def td_lambda_targets(
     at a terminal step it contributes nothing. lambda = 0 gives one-step targets.
     Padded steps (filled = 0) get G = 0; the loss masks them anyway.
     """
-    b, t = rewards.shape
+    t = rewards.shape[1]
     returns = torch.zeros_like(rewards)
     for step in range(t - 1, -1, -1):
         v_next = next_values[:, step]

@@ -68,7 +68,7 @@ def test_remote_runner_samples_while_the_learner_updates(ray_local):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("algorithm", ["qmix", "vdn"])
+@pytest.mark.parametrize("algorithm", ["qmix", "vdn", "iql"])
 def test_small_stag_hunt_beats_random(ray_local, algorithm):
     random_return = _random_return("stag_hunt", SMALL_STAG_HUNT)
     algo = _config("stag_hunt", SMALL_STAG_HUNT, algorithm=algorithm).build_algo()

@@ -10,15 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from knife.platform.tracking import _retry
 from knife.policies.registry import ALGORITHMS
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 # Every plasticity network of any registered algorithm (knife.policies.registry), in order.
 NETWORKS = tuple(dict.fromkeys(n for spec in ALGORITHMS.values() for n in spec.networks))
@@ -33,19 +29,6 @@ class Curve:
     center: np.ndarray
     low: np.ndarray | None = None
     high: np.ndarray | None = None
-
-
-def history(client: MlflowClient, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of one metric, sorted by step, one value per step (the latest)."""
-    points = _retry(client.get_metric_history, run_id, key)
-    by_step: dict[int, tuple[int, float]] = {}
-    for m in points:
-        seen = by_step.get(m.step)
-        if seen is None or m.timestamp >= seen[0]:
-            by_step[m.step] = (m.timestamp, m.value)
-    steps = np.array(sorted(by_step), dtype=np.float64)
-    values = np.array([by_step[int(s)][1] for s in steps], dtype=np.float64)
-    return steps, values
 
 
 def task_boundaries(metrics: Mapping[str, float]) -> list[tuple[int, float]]:

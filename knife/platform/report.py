@@ -31,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +41,6 @@ from knife.platform.mlflow_plots import (
     NETWORKS,
     STAGNANT_KEY,
     Curve,
-    history,
     learning_curve_plot,
     stagnant_plot,
     stagnation_scatter_plot,
@@ -54,11 +53,8 @@ from knife.platform.stats import (
     format_interval,
     stratified_bootstrap,
 )
-from knife.platform.tracking import _retry, redact_uri
+from knife.platform.tracking import MlflowStore, redact_uri
 from knife.platform.trial_runner import KIND_TAG
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 SCORES = ("final_return", "auc", "final_win_rate")
 CSV_COLUMNS = (
@@ -145,7 +141,7 @@ def _task_indices(metrics: Mapping[str, float], tags: Mapping[str, str]) -> list
     return sorted(found)
 
 
-def load_run(client: MlflowClient, run: Any) -> RunData:
+def load_run(store: MlflowStore, run: Any) -> RunData:
     """The scores and curves of one finished run."""
     tags, metrics = run.data.tags, run.data.metrics
     data = RunData(
@@ -157,7 +153,7 @@ def load_run(client: MlflowClient, run: Any) -> RunData:
     )
     indices = _task_indices(metrics, tags)
     if not indices:  # one env, no task sequence
-        steps, values = history(client, run.info.run_id, "test_return")
+        steps, values = store.history(run.info.run_id, "test_return")
         data.tasks[0] = TaskScores(
             name=tags.get("task/0/name") or tags.get("env", "task 0"),
             final_return=_value(metrics, "test_return"),
@@ -174,13 +170,13 @@ def load_run(client: MlflowClient, run: Any) -> RunData:
                 auc=_value(metrics, prefix + "auc"),
                 final_win_rate=_value(metrics, prefix + "final_test_win_rate"),
             )
-            data.test_curves[i] = history(client, run.info.run_id, prefix + "test_return")
+            data.test_curves[i] = store.history(run.info.run_id, prefix + "test_return")
         data.boundaries = task_boundaries(metrics)
         for i, start in data.boundaries:
             if i in data.tasks:
                 data.tasks[i].start_env_steps = start
     for network in NETWORKS:
-        steps, values = history(client, run.info.run_id, STAGNANT_KEY.format(network=network))
+        steps, values = store.history(run.info.run_id, STAGNANT_KEY.format(network=network))
         if len(steps):
             data.stagnant[network] = (steps, values)
     _stagnant_at_task_ends(data)
@@ -198,11 +194,12 @@ def _stagnant_at_task_ends(data: RunData) -> None:
                 task.stagnant_end[network] = float(values[before[-1]])
 
 
-def finished_runs(client: MlflowClient, experiment: str) -> tuple[str, list[Any]]:
+def finished_runs(store: MlflowStore, experiment: str) -> tuple[str, list[Any]]:
     """(experiment id, its FINISHED runs that are not reports)."""
-    exp = _retry(client.get_experiment_by_name, experiment)
-    if exp is None:
-        names = [e.name for e in _retry(client.search_experiments)]
+    client = store.client
+    experiment_id = store.experiment_id(experiment, create=False)
+    if experiment_id is None:
+        names = [e.name for e in store.retry(client.search_experiments)]
         raise ConfigError(
             f"experiment {experiment!r} not found; experiments in this store: "
             f"{', '.join(sorted(names)) or '(none)'}"
@@ -210,9 +207,9 @@ def finished_runs(client: MlflowClient, experiment: str) -> tuple[str, list[Any]
     runs: list[Any] = []
     token = None
     while True:
-        page = _retry(
+        page = store.retry(
             client.search_runs,
-            [exp.experiment_id],
+            [experiment_id],
             filter_string="attributes.status = 'FINISHED'",
             max_results=1000,
             page_token=token,
@@ -223,7 +220,7 @@ def finished_runs(client: MlflowClient, experiment: str) -> tuple[str, list[Any]
             break
     if not runs:
         raise ConfigError(f"experiment {experiment!r} has no finished runs to report on")
-    return exp.experiment_id, runs
+    return experiment_id, runs
 
 
 # ---------------------------------------------------------------------------------------
@@ -569,11 +566,12 @@ def write_plots(runs: list[RunData], out: Path, reps: int, seed: int) -> list[Pa
 
 
 def _log_report(
-    client: MlflowClient, experiment_id: str, files: list[Path], rows: list[dict[str, Any]]
+    store: MlflowStore, experiment_id: str, files: list[Path], rows: list[dict[str, Any]]
 ) -> str:
     from mlflow.entities import Metric, RunTag
 
-    run = _retry(
+    client, retry = store.client, store.retry
+    run = retry(
         client.create_run,
         experiment_id,
         run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -588,12 +586,12 @@ def _log_report(
         key = f"final_return_iqm/{r['sequence']}/task_{r['task']}/{r['method']}"
         metrics.append(Metric(key, float(r["final_return_iqm"]), now, 0))
     for i in range(0, len(metrics), 1000):
-        _retry(client.log_batch, run_id, metrics=metrics[i : i + 1000])
-    _retry(client.log_batch, run_id, tags=[RunTag("rows", str(len(rows)))])
+        retry(client.log_batch, run_id, metrics=metrics[i : i + 1000])
+    retry(client.log_batch, run_id, tags=[RunTag("rows", str(len(rows)))])
     for path in files:
         folder = "plots" if path.suffix == ".png" else None
-        _retry(client.log_artifact, run_id, str(path), folder)
-    _retry(client.set_terminated, run_id, status="FINISHED")
+        retry(client.log_artifact, run_id, str(path), folder)
+    store.end_run(run_id, "FINISHED")
     return run_id
 
 
@@ -608,11 +606,9 @@ def build_report(
     progress: bool = True,
 ) -> ReportResult:
     """Read the experiment's finished runs, write tables and plots, log a report run."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    store = MlflowStore(tracking_uri)
     try:
-        experiment_id, raw_runs = finished_runs(client, experiment)
+        experiment_id, raw_runs = finished_runs(store, experiment)
     except ConfigError as err:
         raise ConfigError(f"{err} (store: {redact_uri(tracking_uri)})") from None
     iterator: Iterable[Any] = raw_runs
@@ -620,7 +616,7 @@ def build_report(
         from tqdm.auto import tqdm
 
         iterator = tqdm(raw_runs, desc=f"reading {experiment}", unit="run")
-    runs = [load_run(client, r) for r in iterator]
+    runs = [load_run(store, r) for r in iterator]
     rows = aggregate(runs, reps=reps, seed=seed)
 
     out = Path(out_dir).expanduser().resolve()
@@ -633,5 +629,5 @@ def build_report(
     md = write_markdown(rows, out / "report.md", experiment, len(runs), plots, rhos, headline)
     files.append(md)
     files += plots
-    run_id = _log_report(client, experiment_id, files, rows) if log_to_mlflow else None
+    run_id = _log_report(store, experiment_id, files, rows) if log_to_mlflow else None
     return ReportResult(out, rows, files, len(runs), run_id)

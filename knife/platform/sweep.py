@@ -32,7 +32,7 @@ from ray.tune import Callback
 
 from knife.platform.config import ConfigError, parse_trial_config
 from knife.platform.sweep_config import SweepConfig, build_trial_config
-from knife.platform.tracking import _retry, _store_init_lock, resolve_tracking_uri, sqlite_path
+from knife.platform.tracking import MlflowStore, resolve_tracking_uri, sqlite_path
 from knife.platform.trial_runner import KIND_TAG, META, sweep_trial, trial_dict
 
 SUMMARY_FILE = "sweep_summary.json"
@@ -103,14 +103,7 @@ def prepare_store(tracking_uri: str, experiment: str) -> str:
     """Create the store's tables and the experiment from this one process, so trials that
     start together do not race for them; switch SQLite to WAL so the UI's reads and several
     trials' writes wait on each other less. Returns the experiment id."""
-    from mlflow import MlflowClient
-
-    from knife.platform.tracking import TrialLogger
-
-    with _store_init_lock(tracking_uri):
-        helper = TrialLogger(tracking_uri, experiment)
-        helper._client = MlflowClient(tracking_uri=tracking_uri)
-        experiment_id = helper._experiment_id()
+    experiment_id = MlflowStore(tracking_uri).experiment_id(experiment)
     db = sqlite_path(tracking_uri)
     if db is not None:
         try:
@@ -176,12 +169,8 @@ class CloseStrandedRuns(Callback):
         run_id = (trial.last_result or {}).get("mlflow_run_id")
         if not run_id:
             return
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=self.tracking_uri)
         try:
-            if _retry(client.get_run, run_id).info.status == "RUNNING":
-                _retry(client.set_terminated, run_id, status=status)
+            MlflowStore(self.tracking_uri).end_run(run_id, status, only_if_running=True)
         except Exception as exc:  # a report, not a reason to fail the sweep
             print(f"warning: could not close MLflow run {run_id}: {exc}", file=sys.stderr)
 

@@ -1,11 +1,13 @@
-"""MLflow logging for one trial (DESIGN 10): one run, flattened params, metrics by env step.
+"""MLflow for the platform (DESIGN 10): `MlflowStore`, the one way platform modules reach a
+tracking store, and `TrialLogger`, one run per trial (flattened params, metrics by env step).
 
 Uses `MlflowClient` with an explicit run id rather than MLflow's global "active run", so
 several loggers can live in one process (Tune trials, tests) without stepping on each other.
 
 The default store is a SQLite file, and several trial processes may write to it at once:
-SQLite then answers "database is locked" once its busy timeout runs out. Every write goes
-through `_retry`, which backs off and tries again a bounded number of times.
+SQLite then answers "database is locked" once its busy timeout runs out. Every call goes
+through `retry`, which backs off and tries again a bounded number of times, and the first
+touch of a store (its tables, an experiment) happens under a file lock (`init_lock`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ MODEL_TRAINING_KIND = "custom_model_development"
 def ensure_model_training_kind(client: Any, experiment: Any) -> None:
     """Tag an experiment as model training unless it already says what it is."""
     if EXPERIMENT_KIND_TAG not in (experiment.tags or {}):
-        _retry(
+        retry(
             client.set_experiment_tag,
             experiment.experiment_id,
             EXPERIMENT_KIND_TAG,
@@ -117,7 +119,7 @@ def _is_locked(exc: BaseException) -> bool:
     return any(marker in text for marker in _LOCK_MARKERS)
 
 
-def _retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call fn; on 'database is locked' wait (exponential backoff + jitter) and try again."""
     for attempt in range(RETRIES):
         try:
@@ -131,7 +133,7 @@ def _retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 @contextlib.contextmanager
-def _store_init_lock(tracking_uri: str) -> Iterator[None]:
+def init_lock(tracking_uri: str) -> Iterator[None]:
     """Serialize the first touch of a SQLite store across processes.
 
     MLflow creates the tables of a fresh SQLite file without a lock, so two trials starting
@@ -167,6 +169,98 @@ def _truncate(value: str) -> str:
     return value if len(value) <= PARAM_VALUE_MAX else value[: PARAM_VALUE_MAX - 3] + "..."
 
 
+class MlflowStore:
+    """One MLflow tracking store: its client (built under the store's init lock), lock-retried
+    calls, model-training experiments and metric histories.
+
+    store = MlflowStore(uri); store.retry(store.client.search_runs, [exp_id])
+    """
+
+    def __init__(self, tracking_uri: str, artifact_root: str | Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            with init_lock(self.tracking_uri):
+                # The client may build the store (and create its tables) right away: inside.
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    @staticmethod
+    def retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(*args, **kwargs), tried again while the store answers 'database is locked'."""
+        return retry(fn, *args, **kwargs)
+
+    def experiment_id(self, name: str, *, create: bool = True) -> str | None:
+        """The id of experiment `name` (tagged model-training, older ones included); with
+        `create`, made if missing, under the init lock so that racing trials make one."""
+        client = self.client
+        exp = retry(client.get_experiment_by_name, name)
+        if exp is not None:
+            ensure_model_training_kind(client, exp)
+            return exp.experiment_id
+        if not create:
+            return None
+        with init_lock(self.tracking_uri):
+            exp = retry(client.get_experiment_by_name, name)
+            if exp is not None:
+                return exp.experiment_id
+            try:
+                return retry(
+                    client.create_experiment,
+                    name,
+                    artifact_location=self._artifact_location(name),
+                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
+                )
+            except Exception:
+                # Another store user (not behind our file lock) made it meanwhile.
+                exp = retry(client.get_experiment_by_name, name)
+                if exp is None:
+                    raise
+                return exp.experiment_id
+
+    def _artifact_location(self, experiment: str) -> str | None:
+        # A SQLite store would otherwise put artifacts under ./mlartifacts of whatever folder
+        # the process runs in; keep them beside the database instead.
+        if self.artifact_root is not None:
+            root = Path(self.artifact_root).expanduser().resolve()
+        else:
+            db = sqlite_path(self.tracking_uri)
+            if db is None:
+                return None  # a server decides where artifacts go
+            root = db.parent / ARTIFACTS_DIR
+        return (root / experiment).as_uri()
+
+    def history(self, run_id: str, key: str) -> tuple[Any, Any]:
+        """(steps, values) of one metric as float arrays, sorted by step, one value per step
+        (the latest logged)."""
+        import numpy as np
+
+        points = retry(self.client.get_metric_history, run_id, key)
+        by_step: dict[int, tuple[int, float]] = {}
+        for m in points:
+            seen = by_step.get(m.step)
+            if seen is None or m.timestamp >= seen[0]:
+                by_step[m.step] = (m.timestamp, m.value)
+        steps = np.array(sorted(by_step), dtype=np.float64)
+        values = np.array([by_step[int(s)][1] for s in steps], dtype=np.float64)
+        return steps, values
+
+    def end_run(self, run_id: str, status: str, *, only_if_running: bool = False) -> bool:
+        """Set a run's final status; with `only_if_running`, leave an ended run alone.
+        Returns whether the status was written."""
+        client = self.client
+        if only_if_running and retry(client.get_run, run_id).info.status != "RUNNING":
+            return False
+        retry(client.set_terminated, run_id, status=status)
+        return True
+
+
 class TrialLogger:
     """One MLflow run for one trial.
 
@@ -182,26 +276,24 @@ class TrialLogger:
         tags: Mapping[str, str] | None = None,
         artifact_root: str | Path | None = None,
     ) -> None:
+        self.store = MlflowStore(tracking_uri, artifact_root)
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
         self.tags = dict(tags or {})
-        self.artifact_root = artifact_root
         self.run_id: str | None = None
-        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.store.client
 
     # -- run lifecycle -------------------------------------------------------------------
 
     def start(self) -> str:
         """Create the experiment if needed, start the run, return its id."""
-        from mlflow import MlflowClient
-
-        with _store_init_lock(self.tracking_uri):
-            # The client may build the store (and create its tables) right away: inside.
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-            experiment_id = self._experiment_id()
-        run = _retry(
-            self._client.create_run,
+        experiment_id = self.store.experiment_id(self.experiment)
+        run = retry(
+            self.client.create_run,
             experiment_id,
             run_name=self.run_name,
             tags={k: str(v) for k, v in self.tags.items()},
@@ -209,43 +301,11 @@ class TrialLogger:
         self.run_id = run.info.run_id
         return self.run_id
 
-    def _experiment_id(self) -> str:
-        client = self._require_client()
-        exp = _retry(client.get_experiment_by_name, self.experiment)
-        if exp is not None:
-            ensure_model_training_kind(client, exp)
-            return exp.experiment_id
-        try:
-            return _retry(
-                client.create_experiment,
-                self.experiment,
-                artifact_location=self._artifact_location(),
-                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
-            )
-        except Exception:
-            # Another process created it between our lookup and our create.
-            exp = _retry(client.get_experiment_by_name, self.experiment)
-            if exp is None:
-                raise
-            return exp.experiment_id
-
-    def _artifact_location(self) -> str | None:
-        # A SQLite store would otherwise put artifacts under ./mlartifacts of whatever folder
-        # the process runs in; keep them beside the database instead.
-        if self.artifact_root is not None:
-            root = Path(self.artifact_root).expanduser().resolve()
-        else:
-            db = sqlite_path(self.tracking_uri)
-            if db is None:
-                return None  # a server decides where artifacts go
-            root = db.parent / ARTIFACTS_DIR
-        return (root / self.experiment).as_uri()
-
     def end(self, status: str = "FINISHED") -> None:
         """End the run with FINISHED, FAILED or KILLED; safe to call twice."""
-        if self.run_id is None or self._client is None:
+        if self.run_id is None:
             return
-        _retry(self._client.set_terminated, self.run_id, status=status)
+        self.store.end_run(self.run_id, status)
         self.run_id = None
 
     def __enter__(self) -> TrialLogger:
@@ -263,40 +323,36 @@ class TrialLogger:
 
     # -- logging -------------------------------------------------------------------------
 
-    def _require_client(self) -> MlflowClient:
-        if self._client is None:
-            raise RuntimeError("TrialLogger: call start() first")
-        return self._client
-
-    def _require_run(self) -> tuple[MlflowClient, str]:
-        client = self._require_client()
+    def live_run(self) -> tuple[MlflowClient, str]:
+        """(client, run id) of the run this logger writes; an error before start() or after
+        end()."""
         if self.run_id is None:
-            raise RuntimeError("TrialLogger: the run has ended")
-        return client, self.run_id
+            raise RuntimeError("TrialLogger: no live run (call start() first; or it has ended)")
+        return self.client, self.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log a (nested or flat) mapping as params: dotted keys, values cut to 500 chars."""
         from mlflow.entities import Param
 
-        client, run_id = self._require_run()
+        client, run_id = self.live_run()
         flat = flatten(params)
         items = [Param(k, _truncate(v)) for k, v in flat.items()]
         for i in range(0, len(items), PARAMS_PER_BATCH):
-            _retry(client.log_batch, run_id, params=items[i : i + PARAMS_PER_BATCH])
+            retry(client.log_batch, run_id, params=items[i : i + PARAMS_PER_BATCH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        client, run_id = self._require_run()
+        client, run_id = self.live_run()
         items = [RunTag(k, _truncate(str(v))) for k, v in tags.items()]
         for i in range(0, len(items), PARAMS_PER_BATCH):
-            _retry(client.log_batch, run_id, tags=items[i : i + PARAMS_PER_BATCH])
+            retry(client.log_batch, run_id, tags=items[i : i + PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         """Log the finite numeric values at `step` (env steps); None/NaN/inf are skipped."""
         from mlflow.entities import Metric
 
-        client, run_id = self._require_run()
+        client, run_id = self.live_run()
         now = int(time.time() * 1000)
         items = []
         for key, value in metrics.items():
@@ -304,15 +360,15 @@ class TrialLogger:
             if x is not None:
                 items.append(Metric(key, x, now, int(step)))
         for i in range(0, len(items), METRICS_PER_BATCH):
-            _retry(client.log_batch, run_id, metrics=items[i : i + METRICS_PER_BATCH])
+            retry(client.log_batch, run_id, metrics=items[i : i + METRICS_PER_BATCH])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        client, run_id = self._require_run()
-        _retry(client.log_artifact, run_id, str(path), artifact_path)
+        client, run_id = self.live_run()
+        retry(client.log_artifact, run_id, str(path), artifact_path)
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         """Write a dict as JSON (or YAML for .yaml/.yml) into the run's artifacts."""
-        client, run_id = self._require_run()
+        client, run_id = self.live_run()
         name = Path(artifact_file).name
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / name
@@ -323,7 +379,7 @@ class TrialLogger:
             else:
                 local.write_text(json.dumps(data, indent=2, default=str))
             parent = str(Path(artifact_file).parent)
-            _retry(client.log_artifact, run_id, str(local), None if parent == "." else parent)
+            retry(client.log_artifact, run_id, str(local), None if parent == "." else parent)
 
 
 def redact_uri(uri: str) -> str:

@@ -24,13 +24,7 @@ from typing import Any
 from knife.platform.config import TrialConfig, parse_trial_config
 from knife.platform.metric_stream import MetricStream
 from knife.platform.sweep_config import build_trial_config, import_plugins
-from knife.platform.tracking import (
-    TrialLogger,
-    _retry,
-    _store_init_lock,
-    redact_uri,
-    trial_tags,
-)
+from knife.platform.tracking import TrialLogger, redact_uri, retry, trial_tags
 
 META = "knife"  # param_space key of the sweep's own settings
 KIND_TAG = "knife.kind"  # trial | report
@@ -58,13 +52,9 @@ class SweepRunLogger(TrialLogger):
         self.attempt = 1
 
     def start(self) -> str:
-        from mlflow import MlflowClient
-
-        with _store_init_lock(self.tracking_uri):
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
-            experiment_id = self._experiment_id()
-        found = _retry(
-            self._client.search_runs,
+        experiment_id = self.store.experiment_id(self.experiment)
+        found = retry(
+            self.client.search_runs,
             [experiment_id],
             filter_string=f"tags.`{TRIAL_KEY_TAG}` = '{self.trial_key}'",
             max_results=1,
@@ -74,11 +64,11 @@ class SweepRunLogger(TrialLogger):
             self.run_id = run.info.run_id
             self.reopened = True
             self.attempt = int(run.data.tags.get(ATTEMPTS_TAG, "1")) + 1
-            _retry(self._client.update_run, self.run_id, status="RUNNING")
+            retry(self.client.update_run, self.run_id, status="RUNNING")
         else:
             tags = {**self.tags, TRIAL_KEY_TAG: self.trial_key}
-            run = _retry(
-                self._client.create_run,
+            run = retry(
+                self.client.create_run,
                 experiment_id,
                 run_name=self.run_name,
                 tags={k: str(v) for k, v in tags.items()},
@@ -300,31 +290,31 @@ def _finish(
         NETWORKS,
         STAGNANT_KEY,
         Curve,
-        history,
         learning_curve_plot,
         stagnant_plot,
         task_boundaries,
     )
 
-    client, run_id = logger._require_run()
+    _, run_id = logger.live_run()
+    history = logger.store.history
     names = _task_names(cfg)
     bounds = task_boundaries(metrics)
     title = f"{ctx.get_trial_name()}  ({cfg.algorithm}, method {cfg.plasticity['method']})"
     curves = {}
     if cfg.tasks is None:
-        curves["greedy test"] = Curve(*history(client, run_id, "test_return"))
+        curves["greedy test"] = Curve(*history(run_id, "test_return"))
     for i, name in names.items():
         if cfg.tasks is not None:  # each task's own curve, ending with its final test
-            curves[f"test: {name}"] = Curve(*history(client, run_id, f"task/{i}/test_return"))
-        steps, values = history(client, run_id, f"task/{i}/retest_return")
+            curves[f"test: {name}"] = Curve(*history(run_id, f"task/{i}/test_return"))
+        steps, values = history(run_id, f"task/{i}/retest_return")
         if len(steps):
             curves[f"retest: {name}"] = Curve(steps, values)
-    train = Curve(*history(client, run_id, "train_return"))
+    train = Curve(*history(run_id, "train_return"))
     if len(train.steps):
         curves["train (epsilon-greedy)"] = train
     panels = {}
     for network in NETWORKS:
-        steps, values = history(client, run_id, STAGNANT_KEY.format(network=network))
+        steps, values = history(run_id, STAGNANT_KEY.format(network=network))
         panels[network] = {"stagnant fraction": Curve(steps, values)} if len(steps) else {}
     with tempfile.TemporaryDirectory(prefix="knife-plots-") as tmp:
         folder = Path(tmp)

@@ -619,7 +619,8 @@ def test_failing_trial_is_retried_and_the_sweep_completes(tmp_path):
     assert int(run.data.tags["knife.restored_from_iteration"]) >= 1
     steps = [m.step for m in client_for(runs).get_metric_history(run.info.run_id, "env_steps")]
     # the retry re-logs the steps after its checkpoint; readers keep the latest per step
-    from knife.platform.mlflow_plots import history
+    from knife.platform.tracking import MlflowStore
 
-    dedup_steps, values = history(client_for(runs), run.info.run_id, "env_steps")
+    store = MlflowStore("sqlite:///" + str((runs / "mlflow.db").resolve()))
+    dedup_steps, values = store.history(run.info.run_id, "env_steps")
     assert list(dedup_steps) == sorted(set(steps)) and np.all(dedup_steps == values)

@@ -185,7 +185,7 @@ def test_retry_on_database_locked(monkeypatch):
             raise RuntimeError("(sqlite3.OperationalError) database is locked")
         return "ok"
 
-    assert tracking._retry(flaky) == "ok" and len(calls) == 3
+    assert tracking.retry(flaky) == "ok" and len(calls) == 3
 
 
 def test_retry_is_bounded_and_other_errors_pass_through(monkeypatch):
@@ -197,7 +197,7 @@ def test_retry_is_bounded_and_other_errors_pass_through(monkeypatch):
         raise RuntimeError("database is locked")
 
     with pytest.raises(RuntimeError, match="locked"):
-        tracking._retry(locked)
+        tracking.retry(locked)
     assert len(calls) == tracking.RETRIES
 
     calls.clear()
@@ -207,7 +207,7 @@ def test_retry_is_bounded_and_other_errors_pass_through(monkeypatch):
         raise ValueError("something else")
 
     with pytest.raises(ValueError):
-        tracking._retry(broken)
+        tracking.retry(broken)
     assert len(calls) == 1
 
 
@@ -264,3 +264,27 @@ def test_experiments_are_model_training_experiments(uri):
     c.set_experiment_tag(old, EXPERIMENT_KIND_TAG, "genai_development")
     experiment_links(uri, "http://127.0.0.1:5000", None)
     assert c.get_experiment(old).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_store_object_experiments_history_and_ending(uri):
+    import time
+
+    from mlflow.entities import Metric
+
+    from knife.platform.tracking import EXPERIMENT_KIND_TAG, MlflowStore
+
+    store = MlflowStore(uri)
+    assert store.experiment_id("store", create=False) is None
+    exp_id = store.experiment_id("store")
+    assert store.experiment_id("store") == exp_id  # found, not made twice
+    assert store.client.get_experiment(exp_id).tags[EXPERIMENT_KIND_TAG]
+    run_id = store.client.create_run(exp_id).info.run_id
+    now = int(time.time() * 1000)
+    # Step 20 logged twice (a retried trial re-logs after its checkpoint): the latest wins.
+    points = [Metric("x", 1.0, now, 10), Metric("x", 2.0, now, 20), Metric("x", 3.0, now + 1, 20)]
+    store.client.log_batch(run_id, metrics=points)
+    steps, values = store.history(run_id, "x")
+    assert steps.tolist() == [10.0, 20.0] and values.tolist() == [1.0, 3.0]
+    assert store.end_run(run_id, "KILLED", only_if_running=True)
+    assert not store.end_run(run_id, "FAILED", only_if_running=True)  # already ended
+    assert store.client.get_run(run_id).info.status == "KILLED"

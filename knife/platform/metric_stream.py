@@ -19,17 +19,14 @@ the trial's checkpoint so a restored trial neither repeats nor skips a test.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from knife.platform.tracking import finite_float
+from knife.policies import metric_keys as mk
 
-TEST_KEYS = ("test_return", "test_win_rate")
-_TASK_TEST = re.compile(r"^task/(\d+)/(test_return|test_win_rate)$")
-_TASK_RETEST = re.compile(r"^task/(\d+)/retest_return$")
-_ON_CHANGE_PREFIXES = ("task/", "plasticity/at_switch/")
-_ON_CHANGE_KEYS = ("task_index", "test_at_env_steps")
+# Other state values, logged when they change.
+_ON_CHANGE_KEYS = (mk.TASK_INDEX, mk.TEST_AT)
 
 
 class MetricStream:
@@ -42,37 +39,38 @@ class MetricStream:
     def split(self, metrics: Mapping[str, Any]) -> list[tuple[int, dict[str, float]]]:
         """[(step, {key: value}), ...] to log for this iteration's metrics."""
         values = {k: x for k, v in metrics.items() if (x := finite_float(v)) is not None}
-        if "env_steps" not in values:
-            raise ValueError("metrics without 'env_steps': cannot step them")
-        env_steps = int(values["env_steps"])
-        tested_at = values.get("test_at_env_steps")
+        if mk.ENV_STEPS not in values:
+            raise ValueError(f"metrics without {mk.ENV_STEPS!r}: cannot step them")
+        env_steps = int(values[mk.ENV_STEPS])
+        tested_at = values.get(mk.TEST_AT)
         fresh_test = tested_at is not None and tested_at != self.last_test_step
-        task_index = int(values.get("task_index", 0))
+        task_index = int(values.get(mk.TASK_INDEX, 0))
+        tasks = {k: t for k in values if (t := mk.split_task_key(k)) is not None}
         # A task whose final result shows up now ended in this iteration: its final test
         # (at the switch) still belongs on its curve.
         just_ended = {
-            int(m.group(1))
-            for k in values
-            if (m := re.match(r"^task/(\d+)/final_test_return$", k)) and k not in self.logged_state
+            i
+            for k, (i, name) in tasks.items()
+            if name == mk.FINAL_TEST_RETURN and k not in self.logged_state
         }
 
         now: dict[str, float] = {}
         tests: dict[str, float] = {}
         for key, value in values.items():
-            if key in TEST_KEYS:
+            if key in mk.TEST_KEYS:
                 if fresh_test:
                     tests[key] = value
                 continue
-            if m := _TASK_TEST.match(key):
-                task = int(m.group(1))
+            task, name = tasks.get(key, (None, None))
+            if name in mk.TEST_KEYS:
                 if fresh_test and (task == task_index or task in just_ended):
                     tests[key] = value
                 continue
-            if m := _TASK_RETEST.match(key):
-                if fresh_test and int(m.group(1)) < task_index:
+            if name == mk.RETEST_RETURN:
+                if fresh_test and task < task_index:
                     tests[key] = value
                 continue
-            if key in _ON_CHANGE_KEYS or key.startswith(_ON_CHANGE_PREFIXES):
+            if key in _ON_CHANGE_KEYS or task is not None or key.startswith(mk.AT_SWITCH):
                 if self.logged_state.get(key) != value:
                     now[key] = value
                     self.logged_state[key] = value

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from knife.policies.metric_keys import START_ENV_STEPS, split_task_key
 from knife.policies.registry import ALGORITHMS
 
 # Every plasticity network of any registered algorithm (knife.policies.registry), in order.
 NETWORKS = tuple(dict.fromkeys(n for spec in ALGORITHMS.values() for n in spec.networks))
-STAGNANT_KEY = "plasticity/stagnant_fraction/{network}"
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,9 @@ def task_boundaries(metrics: Mapping[str, float]) -> list[tuple[int, float]]:
     """[(task index, start env step), ...] from the `task/<i>/start_env_steps` metrics."""
     out = []
     for key, value in metrics.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "task" and parts[2] == "start_env_steps":
-            if parts[1].isdigit():
-                out.append((int(parts[1]), float(value)))
+        task = split_task_key(key)
+        if task is not None and task[1] == START_ENV_STEPS:
+            out.append((task[0], float(value)))
     return sorted(out)
 
 

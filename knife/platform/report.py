@@ -39,7 +39,6 @@ from knife.platform.config import ConfigError
 from knife.platform.headline import headline_markdown, headline_rows, write_headline_csv
 from knife.platform.mlflow_plots import (
     NETWORKS,
-    STAGNANT_KEY,
     Curve,
     learning_curve_plot,
     stagnant_plot,
@@ -55,6 +54,8 @@ from knife.platform.stats import (
 )
 from knife.platform.tracking import MlflowStore, redact_uri
 from knife.platform.trial_runner import KIND_TAG
+from knife.policies import metric_keys as mk
+from knife.policies.task_progress import curve_auc
 
 SCORES = ("final_return", "auc", "final_win_rate")
 CSV_COLUMNS = (
@@ -123,21 +124,8 @@ def _value(metrics: Mapping[str, float], key: str) -> float | None:
     return float(value)
 
 
-def _auc(steps: np.ndarray, values: np.ndarray) -> float | None:
-    """Mean height of the test curve (as the per-task AUC of knife.policies.task_progress)."""
-    if len(values) == 0:
-        return None
-    if len(values) == 1 or steps[-1] == steps[0]:
-        return float(values.mean())
-    return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
-
-
 def _task_indices(metrics: Mapping[str, float], tags: Mapping[str, str]) -> list[int]:
-    found = set()
-    for key in (*metrics, *tags):
-        parts = key.split("/")
-        if len(parts) == 3 and parts[0] == "task" and parts[1].isdigit():
-            found.add(int(parts[1]))
+    found = {t[0] for key in (*metrics, *tags) if (t := mk.split_task_key(key)) is not None}
     return sorted(found)
 
 
@@ -157,26 +145,26 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
         data.tasks[0] = TaskScores(
             name=tags.get("task/0/name") or tags.get("env", "task 0"),
             final_return=_value(metrics, "test_return"),
-            auc=_auc(steps, values),
+            auc=curve_auc(steps, values),
             final_win_rate=_value(metrics, "test_win_rate"),
         )
         data.test_curves[0] = (steps, values)
     else:
         for i in indices:
-            prefix = f"task/{i}/"
             data.tasks[i] = TaskScores(
-                name=tags.get(prefix + "name", f"task {i}"),
-                final_return=_value(metrics, prefix + "final_test_return"),
-                auc=_value(metrics, prefix + "auc"),
-                final_win_rate=_value(metrics, prefix + "final_test_win_rate"),
+                name=tags.get(mk.task_key(i, "name"), f"task {i}"),
+                final_return=_value(metrics, mk.task_key(i, mk.FINAL_TEST_RETURN)),
+                auc=_value(metrics, mk.task_key(i, mk.AUC)),
+                final_win_rate=_value(metrics, mk.task_key(i, mk.FINAL_TEST_WIN_RATE)),
             )
-            data.test_curves[i] = store.history(run.info.run_id, prefix + "test_return")
+            curve = mk.task_key(i, mk.TEST_RETURN)
+            data.test_curves[i] = store.history(run.info.run_id, curve)
         data.boundaries = task_boundaries(metrics)
         for i, start in data.boundaries:
             if i in data.tasks:
                 data.tasks[i].start_env_steps = start
     for network in NETWORKS:
-        steps, values = store.history(run.info.run_id, STAGNANT_KEY.format(network=network))
+        steps, values = store.history(run.info.run_id, mk.stagnant_key(network))
         if len(steps):
             data.stagnant[network] = (steps, values)
     _stagnant_at_task_ends(data)

@@ -26,6 +26,7 @@ from knife.platform.tracking import (
     resolve_tracking_uri,
     trial_tags,
 )
+from knife.policies import metric_keys as mk
 
 DEFAULT_EXPERIMENT = "train"
 # Iterations in a row without new env steps before the loop gives up instead of spinning.
@@ -93,7 +94,10 @@ def task_summaries(cfg: TrialConfig, metrics: dict[str, Any]) -> list[dict[str, 
     """One entry per task of the sequence, from the run's last result (task/<i>/...)."""
     out = []
     for i, task in enumerate(cfg.tasks["tasks"]):
-        prefix = f"task/{i}/"
+
+        def value(field: str, i: int = i) -> float | None:
+            return finite_float(metrics.get(mk.task_key(i, field)))
+
         out.append(
             {
                 "index": i,
@@ -101,10 +105,15 @@ def task_summaries(cfg: TrialConfig, metrics: dict[str, Any]) -> list[dict[str, 
                 "env": task["env"],
                 "env_config": task.get("env_config", {}),
                 "steps": task["steps"],
-                "start_env_steps": finite_float(metrics.get(prefix + "start_env_steps")),
-                "final_test_return": finite_float(metrics.get(prefix + "final_test_return")),
-                "final_test_win_rate": finite_float(metrics.get(prefix + "final_test_win_rate")),
-                "auc": finite_float(metrics.get(prefix + "auc")),
+                **{
+                    field: value(field)
+                    for field in (
+                        mk.START_ENV_STEPS,
+                        mk.FINAL_TEST_RETURN,
+                        mk.FINAL_TEST_WIN_RATE,
+                        mk.AUC,
+                    )
+                },
             }
         )
     return out

@@ -25,6 +25,7 @@ from knife.platform.config import TrialConfig, parse_trial_config
 from knife.platform.metric_stream import MetricStream
 from knife.platform.sweep_config import build_trial_config, import_plugins
 from knife.platform.tracking import TrialLogger, redact_uri, retry, trial_tags
+from knife.policies import metric_keys as mk
 
 META = "knife"  # param_space key of the sweep's own settings
 KIND_TAG = "knife.kind"  # trial | report
@@ -143,7 +144,7 @@ def sweep_trial(config: dict[str, Any]) -> None:
         "trial_label": config["variant"]["label"],
     }
     for i, name in _task_names(cfg).items():
-        tags[f"task/{i}/name"] = name
+        tags[mk.task_key(i, "name")] = name
     logger = SweepRunLogger(
         meta["tracking_uri"],
         meta["experiment"],
@@ -288,7 +289,6 @@ def _finish(
     """Plots, summary.json and the last metrics of a finished trial."""
     from knife.platform.mlflow_plots import (
         NETWORKS,
-        STAGNANT_KEY,
         Curve,
         learning_curve_plot,
         stagnant_plot,
@@ -302,19 +302,19 @@ def _finish(
     title = f"{ctx.get_trial_name()}  ({cfg.algorithm}, method {cfg.plasticity['method']})"
     curves = {}
     if cfg.tasks is None:
-        curves["greedy test"] = Curve(*history(run_id, "test_return"))
+        curves["greedy test"] = Curve(*history(run_id, mk.TEST_RETURN))
     for i, name in names.items():
         if cfg.tasks is not None:  # each task's own curve, ending with its final test
-            curves[f"test: {name}"] = Curve(*history(run_id, f"task/{i}/test_return"))
-        steps, values = history(run_id, f"task/{i}/retest_return")
+            curves[f"test: {name}"] = Curve(*history(run_id, mk.task_key(i, mk.TEST_RETURN)))
+        steps, values = history(run_id, mk.task_key(i, mk.RETEST_RETURN))
         if len(steps):
             curves[f"retest: {name}"] = Curve(steps, values)
-    train = Curve(*history(run_id, "train_return"))
+    train = Curve(*history(run_id, mk.TRAIN_RETURN))
     if len(train.steps):
         curves["train (epsilon-greedy)"] = train
     panels = {}
     for network in NETWORKS:
-        steps, values = history(run_id, STAGNANT_KEY.format(network=network))
+        steps, values = history(run_id, mk.stagnant_key(network))
         panels[network] = {"stagnant fraction": Curve(steps, values)} if len(steps) else {}
     with tempfile.TemporaryDirectory(prefix="knife-plots-") as tmp:
         folder = Path(tmp)

@@ -27,6 +27,7 @@ from ray.rllib.utils.metrics import (
 
 from knife.envs.tasks import SWITCH_DEFAULTS, TaskSequence
 from knife.plasticity.config import PlasticityConfig, validate_plasticity
+from knife.policies import metric_keys as mk
 from knife.policies.env_runner import TeamEnvRunner
 from knife.policies.learner import QMixTorchLearner
 from knife.policies.registry import algorithm_spec
@@ -206,7 +207,7 @@ class QMix(Algorithm):
             latest = {}
             for result in learner_results:
                 for key, stat in result.get(DEFAULT_MODULE_ID, {}).items():
-                    if isinstance(key, str) and key.startswith("plasticity/"):
+                    if isinstance(key, str) and key.startswith(mk.PLASTICITY):
                         value = float(stat.peek() if hasattr(stat, "peek") else stat)
                         if not np.isnan(value):
                             latest[key] = value
@@ -220,7 +221,7 @@ class QMix(Algorithm):
 
         won = [float(ep.info["battle_won"]) for ep in episodes if "battle_won" in ep.info]
         log = {
-            "epsilon": linear_epsilon(
+            mk.EPSILON: linear_epsilon(
                 self._epsilon_steps(),
                 cfg.epsilon_start,
                 cfg.epsilon_finish,
@@ -230,13 +231,13 @@ class QMix(Algorithm):
             "learn_seconds": learn_s,
         }
         if episodes:  # none when the only remote EnvRunner died (RLlib restarts it)
-            log["train_return"] = float(np.mean([ep.episode_return for ep in episodes]))
-            log["train_episode_len"] = float(np.mean([ep.length for ep in episodes]))
+            log[mk.TRAIN_RETURN] = float(np.mean([ep.episode_return for ep in episodes]))
+            log[mk.TRAIN_EPISODE_LEN] = float(np.mean([ep.length for ep in episodes]))
         if won:
-            log["train_win_rate"] = float(np.mean(won))
+            log[mk.TRAIN_WIN_RATE] = float(np.mean(won))
         for key, value in log.items():
             self.metrics.log_value((KNIFE, key), value, reduce="mean")
-        for key in ("env_steps", "episodes", "learner_updates"):
+        for key in (mk.ENV_STEPS, mk.EPISODES, mk.LEARNER_UPDATES):
             self.metrics.log_value((KNIFE, key), self.counters[key], reduce=None, window=1)
         # States (latest test, plasticity, task results) are re-logged every step: a value
         # logged once would read as NaN in later results.
@@ -335,9 +336,9 @@ class QMix(Algorithm):
         unsmoothed results of this test only."""
         steps = self.counters["env_steps"]
         ret, win = self._test_task(self.progress.index)
-        self._last_test = {"test_return": ret, "test_at_env_steps": float(steps)}
+        self._last_test = {mk.TEST_RETURN: ret, mk.TEST_AT: float(steps)}
         if win is not None:
-            self._last_test["test_win_rate"] = win
+            self._last_test[mk.TEST_WIN_RATE] = win
         if self.sequence is not None and self.sequence.eval_previous:
             for task in range(self.progress.index):
                 self._test_task(task)
@@ -432,5 +433,5 @@ def result_metrics(result: dict[str, Any]) -> dict[str, float]:
     # Throughput of this iteration: all its env steps over all its training-step time.
     steps, seconds = out.pop("iteration_env_steps", None), out.pop("iteration_seconds", None)
     if steps is not None and seconds:
-        out["env_steps_per_s"] = steps / seconds
+        out[mk.ENV_STEPS_PER_S] = steps / seconds
     return out

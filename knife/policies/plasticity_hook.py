@@ -14,8 +14,9 @@ from torch import nn
 from knife.plasticity import StagnationMonitor, plasticity_metrics
 from knife.plasticity.config import PlasticityConfig
 from knife.plasticity.fresh_reference import FreshReference
+from knife.policies.metric_keys import AT_SWITCH, PLASTICITY
 
-PREFIX = "plasticity/"
+PREFIX = PLASTICITY
 
 
 def _holder(module: nn.Module, names: tuple[str, ...], prefix: str = "") -> nn.Module:
@@ -94,7 +95,7 @@ class PlasticityHook:
             self._fire(batch_fn)
         # The stagnation EMA describes the finished task; the next one is judged afresh.
         self.monitor.reset()
-        out = {f"{PREFIX}at_switch/{k[len(PREFIX) :]}": v for k, v in before.items()}
+        out = {AT_SWITCH + k[len(PREFIX) :]: v for k, v in before.items()}
         out.update(self._counters())
         return out
 

@@ -11,6 +11,18 @@ from typing import Any
 
 import numpy as np
 
+from knife.policies import metric_keys as mk
+
+
+def curve_auc(steps: np.ndarray, values: np.ndarray) -> float | None:
+    """Area under a test curve divided by its length (the curve's mean height, so tasks of
+    different lengths compare); one test -> its value; none -> None."""
+    if len(values) == 0:
+        return None
+    if len(values) == 1 or steps[-1] == steps[0]:
+        return float(np.mean(values))
+    return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
+
 
 @dataclass
 class TaskRecord:
@@ -21,15 +33,10 @@ class TaskRecord:
     end_env_steps: int | None = None
 
     def auc(self) -> float | None:
-        """Area under the test curve over the task, divided by its length (the curve's
-        mean height, so tasks of different lengths compare); one test -> its value."""
-        if not self.tests:
-            return None
+        """The task's test curve's `curve_auc`."""
         steps = np.array([s for s, _ in self.tests], np.float64)
         values = np.array([v for _, v in self.tests], np.float64)
-        if len(values) == 1 or steps[-1] == steps[0]:
-            return float(values.mean())
-        return float(np.trapezoid(values, steps) / (steps[-1] - steps[0]))
+        return curve_auc(steps, values)
 
 
 class TaskProgress:
@@ -62,21 +69,20 @@ class TaskProgress:
         self.records.append(TaskRecord(start_env_steps=env_steps))
 
     def metrics(self) -> dict[str, float]:
-        out: dict[str, float] = {"task_index": float(self.index)}
+        out: dict[str, float] = {mk.TASK_INDEX: float(self.index)}
         for i, rec in enumerate(self.records):
-            prefix = f"task/{i}/"
-            out[prefix + "start_env_steps"] = float(rec.start_env_steps)
+            out[mk.task_key(i, mk.START_ENV_STEPS)] = float(rec.start_env_steps)
             if rec.tests:
-                out[prefix + "test_return"] = rec.tests[-1][1]
-                out[prefix + "auc"] = rec.auc()
+                out[mk.task_key(i, mk.TEST_RETURN)] = rec.tests[-1][1]
+                out[mk.task_key(i, mk.AUC)] = rec.auc()
             if rec.win_rates:
-                out[prefix + "test_win_rate"] = rec.win_rates[-1]
+                out[mk.task_key(i, mk.TEST_WIN_RATE)] = rec.win_rates[-1]
             if rec.end_env_steps is not None and rec.tests:
-                out[prefix + "final_test_return"] = rec.tests[-1][1]
+                out[mk.task_key(i, mk.FINAL_TEST_RETURN)] = rec.tests[-1][1]
                 if rec.win_rates:
-                    out[prefix + "final_test_win_rate"] = rec.win_rates[-1]
+                    out[mk.task_key(i, mk.FINAL_TEST_WIN_RATE)] = rec.win_rates[-1]
             if rec.retests:
-                out[prefix + "retest_return"] = rec.retests[-1][1]
+                out[mk.task_key(i, mk.RETEST_RETURN)] = rec.retests[-1][1]
         return out
 
     def state_dict(self) -> list[dict[str, Any]]:

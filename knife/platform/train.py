@@ -18,19 +18,15 @@ from typing import Any
 import yaml
 
 from knife.platform.config import TrialConfig, parse_trial_config
-from knife.platform.metric_stream import MetricStream
 from knife.platform.tracking import (
     TrialLogger,
-    finite_float,
-    redact_uri,
     resolve_tracking_uri,
     trial_tags,
 )
+from knife.platform.trial_loop import TrialProgress, finish_trial, train_to_budget
 from knife.policies import metric_keys as mk
 
 DEFAULT_EXPERIMENT = "train"
-# Iterations in a row without new env steps before the loop gives up instead of spinning.
-MAX_STALLED_ITERATIONS = 50
 
 
 def run_dir_name(cfg: TrialConfig) -> str:
@@ -56,8 +52,8 @@ def make_run_dir(runs_dir: Path, experiment: str, name: str) -> Path:
     raise RuntimeError(f"could not make a fresh run folder under {parent} for {name!r}")
 
 
-class _Progress:
-    """tqdm bar over env steps; a no-op when disabled."""
+class ProgressBar:
+    """tqdm bar over env steps (a trial-loop hook); a no-op when disabled."""
 
     def __init__(self, total: int, enabled: bool, desc: str) -> None:
         self.bar = None
@@ -68,18 +64,19 @@ class _Progress:
         self.total = total
         self.shown = 0
 
-    def update(self, env_steps: int, metrics: dict[str, float]) -> None:
+    def __call__(self, progress: TrialProgress, done: bool) -> None:
         if self.bar is None:
             return
-        now = min(env_steps, self.total)
+        metrics = progress.metrics
+        now = min(progress.env_steps, self.total)
         if now > self.shown:
             self.bar.update(now - self.shown)
             self.shown = now
         post = {}
         for key, label in (
-            ("train_return", "train"),
-            ("test_return", "test"),
-            ("test_win_rate", "win"),
+            (mk.TRAIN_RETURN, "train"),
+            (mk.TEST_RETURN, "test"),
+            (mk.TEST_WIN_RATE, "win"),
         ):
             if key in metrics:
                 post[label] = f"{metrics[key]:.3g}"
@@ -88,68 +85,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def task_summaries(cfg: TrialConfig, metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per task of the sequence, from the run's last result (task/<i>/...)."""
-    out = []
-    for i, task in enumerate(cfg.tasks["tasks"]):
-
-        def value(field: str, i: int = i) -> float | None:
-            return finite_float(metrics.get(mk.task_key(i, field)))
-
-        out.append(
-            {
-                "index": i,
-                "name": task.get("name") or task["env"],
-                "env": task["env"],
-                "env_config": task.get("env_config", {}),
-                "steps": task["steps"],
-                **{
-                    field: value(field)
-                    for field in (
-                        mk.START_ENV_STEPS,
-                        mk.FINAL_TEST_RETURN,
-                        mk.FINAL_TEST_WIN_RATE,
-                        mk.AUC,
-                    )
-                },
-            }
-        )
-    return out
-
-
-def _train_loop(algo: Any, cfg: TrialConfig, logger: TrialLogger, bar: _Progress) -> dict:
-    """algo.train() until cfg.steps env steps; returns the last values worth summarizing."""
-    from knife.policies import result_metrics
-
-    last: dict[str, Any] = {
-        "env_steps": 0,
-        "test_return": None,
-        "test_win_rate": None,
-        "learner_updates": None,
-        "metrics": {},
-    }
-    stalled = 0
-    stream = MetricStream()  # each test once, at the env step it ran (as sweeps log)
-    while last["env_steps"] < cfg.steps:
-        metrics = result_metrics(algo.train())
-        if "env_steps" not in metrics:
-            raise RuntimeError("result_metrics() gave no 'env_steps'; cannot track the budget")
-        env_steps = int(metrics["env_steps"])
-        stalled = stalled + 1 if env_steps <= last["env_steps"] else 0
-        if stalled >= MAX_STALLED_ITERATIONS:
-            raise RuntimeError(f"no new env steps in {stalled} iterations (at {env_steps})")
-        last["env_steps"] = env_steps
-        for key in ("test_return", "test_win_rate", "learner_updates"):
-            value = finite_float(metrics.get(key))
-            if value is not None:
-                last[key] = value
-        for step, values in stream.split(metrics):
-            logger.log_metrics(values, step=step)
-        last["metrics"] = metrics
-        bar.update(env_steps, metrics)
-    return last
 
 
 def run_trial(
@@ -186,33 +121,18 @@ def run_trial(
         logger.set_tags({"run_dir": str(run_dir)})
         logger.log_params(cfg.to_dict())
         logger.log_artifact(config_file)
-        last, checkpoint = _train_with_ray(cfg, run_dir, logger, progress, address)
-        summary = {
-            "algorithm": cfg.algorithm,
-            "env": cfg.env,
-            "env_config": cfg.env_config,
-            "seed": cfg.seed,
-            "steps": cfg.steps,
-            "env_steps": last["env_steps"],
-            "learner_updates": (
-                None if last["learner_updates"] is None else int(last["learner_updates"])
-            ),
-            "final_test_return": last["test_return"],
-            "final_test_win_rate": last["test_win_rate"],
-            "wall_seconds": round(time.monotonic() - t0, 3),
-            "experiment": experiment,
-            "mlflow_run_id": logger.run_id,
-            "tracking_uri": redact_uri(tracking_uri),
-            "run_dir": str(run_dir),
-            "checkpoint": checkpoint,
-        }
-        if cfg.tasks is not None:
-            summary["sequence"] = cfg.sequence_name
-            summary["tasks"] = task_summaries(cfg, last["metrics"])
-        summary_file = run_dir / "summary.json"
-        summary_file.write_text(json.dumps(summary, indent=2) + "\n")
-        logger.log_artifact(summary_file)
-        logger.log_metrics({"wall_seconds": summary["wall_seconds"]}, step=last["env_steps"])
+        done, checkpoint = _train_with_ray(cfg, run_dir, logger, progress, address)
+        wall = round(time.monotonic() - t0, 3)
+        extra = {"attempts": 1, "wall_seconds": wall, "run_dir": str(run_dir)}
+        summary = finish_trial(
+            cfg,
+            logger,
+            done,
+            title=f"{run_dir.name}  ({cfg.algorithm}, method {cfg.plasticity['method']})",
+            extra={**extra, "checkpoint": checkpoint},
+            summary_file=run_dir / "summary.json",
+        )
+        logger.log_metrics({"wall_seconds": wall}, step=done.env_steps)
     if echo:
         print(json.dumps(summary, indent=2), flush=True)
     return summary
@@ -231,7 +151,7 @@ def _raise_preempted(signum: int, frame: object) -> None:
 
 def _train_with_ray(
     cfg: TrialConfig, run_dir: Path, logger: TrialLogger, progress: bool, address: str | None
-) -> tuple[dict[str, Any], str]:
+) -> tuple[TrialProgress, str]:
     from knife.platform.algorithm_factory import build_algorithm
     from knife.platform.ray_runtime import start_ray, stop_ray
 
@@ -245,14 +165,14 @@ def _train_with_ray(
     if main_thread:
         signal.signal(signal.SIGTERM, _raise_preempted)
     algo = None
-    bar = _Progress(cfg.steps, progress, desc=f"{cfg.algorithm} {cfg.env}")
+    bar = ProgressBar(cfg.steps, progress, desc=f"{cfg.algorithm} {cfg.env}")
     try:
         algo = build_algorithm(cfg)
-        last = _train_loop(algo, cfg, logger, bar)
+        done = train_to_budget(algo, cfg, logger, TrialProgress(), hooks=[bar])
         bar.close()
         # Absolute path: RLlib checkpoints restored from another folder need it.
         checkpoint = algo.save_to_path(str(run_dir / "checkpoint"))
-        return last, str(checkpoint)
+        return done, str(checkpoint)
     except KeyboardInterrupt:
         if algo is not None:  # what was trained so far, within the grace period
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second notice must not cut it

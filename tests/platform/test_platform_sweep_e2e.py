@@ -251,6 +251,10 @@ def test_ci_sweep_one_mlflow_run_per_trial_with_tags_params_metrics_plots(ci_swe
             Path(client.download_artifacts(run.info.run_id, "summary.json")).read_text()
         )
         assert summary["env_steps"] == BUDGET and len(summary["tasks"]) == 2
+        # One summary.json schema with `knife train` (knife.platform.trial_loop): the
+        # fields that used to be train-only are here too.
+        assert summary["steps"] == BUDGET and summary["env"] == "matrix:climbing"
+        assert summary["learner_updates"] > 0 and summary["attempts"] == 1
     # the driver's closing table and Tune's folder
     assert "compare in MLflow: knife ui" in ci_sweep.stdout
     exp_dir = ci_sweep.runs / "ci"

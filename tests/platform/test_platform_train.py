@@ -109,9 +109,15 @@ def test_loop_summary_and_mlflow(fake, tmp_path, capsys):
     assert "algorithm: qmix" in (run_dir / "config.yaml").read_text()
     assert json.loads(capsys.readouterr().out) == summary  # printed
 
+    # The sweep trial's summary fields and plots, from the same trial loop.
+    assert summary["method"] == "none" and summary["attempts"] == 1
+    assert summary["platform_overhead"] >= 0 and summary["train_seconds"] >= 0
+
     client = _client(tmp_path)
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == "fake"
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/learning_curve.png", "plots/stagnant_fraction.png"}
     assert run.data.tags["run_dir"] == str(run_dir)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_return")] == [
         100,
@@ -161,7 +167,9 @@ def test_failure_ends_run_failed_and_keeps_files(fake, tmp_path):
 
 
 def test_stalled_env_steps_stop_the_loop(fake, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "MAX_STALLED_ITERATIONS", 3)
+    from knife.platform import trial_loop
+
+    monkeypatch.setattr(trial_loop, "MAX_STALLED_ITERATIONS", 3)
     fake["algo"] = FakeAlgo([{"env_steps": 10}])
     with pytest.raises(RuntimeError, match="no new env steps"):
         train.run_trial(CFG, tmp_path / "runs", progress=False, echo=False)

@@ -76,7 +76,7 @@ def test_iql_loss_is_each_agents_own_one_step_td_error():
                 target = batch["reward"][b, t] + 0.9 * boot
                 errors += float((q.detach()[b, t, i, a] - target) ** 2)
                 count += 1
-    assert float(loss) == pytest.approx(errors / count, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(errors / count, rel=1e-5)
     assert module.plasticity_networks() == ("agent",)
     assert not list(module.mixer.parameters())
 

@@ -104,7 +104,7 @@ def _draw(
         )
     ax.set_xlabel("env steps")
     ax.grid(alpha=0.3)
-    if curves:
+    if ax.get_legend_handles_labels()[0]:  # curves with points
         ax.legend(fontsize=8, loc="best")
 
 

@@ -116,7 +116,7 @@ def train_to_budget(
 ) -> TrialProgress:
     """algo.train() until cfg.steps env steps or a `stop` rule ({metric: threshold});
     a progress already at its end (a restored final checkpoint) trains no further."""
-    from knife.policies import result_metrics
+    from knife.policies import result_metrics, test_records
 
     stop = dict(stop or {})
     hooks = list(hooks)
@@ -128,7 +128,8 @@ def train_to_budget(
         if previous is not None:
             progress.timer.loop_s += t0 - previous  # train + logging + hooks
         previous = t0
-        metrics = result_metrics(algo.train())
+        result = algo.train()
+        metrics, records = result_metrics(result), test_records(result)
         progress.timer.train_s += time.perf_counter() - t0
         if mk.ENV_STEPS not in metrics:
             raise RuntimeError("result_metrics() gave no 'env_steps'; cannot track the budget")
@@ -143,7 +144,7 @@ def train_to_budget(
             raise RuntimeError(
                 f"no new env steps in {stalled} iterations (at {progress.env_steps})"
             )
-        for step, batch in progress.stream.split(metrics):
+        for step, batch in progress.stream.split(metrics, records):
             logger.log_metrics(batch, step=step)
         values = {**progress.report(logger.run_id), "time_total_s": progress.timer.loop_s}
         progress.stop_reason = _stop_reason(stop, values)

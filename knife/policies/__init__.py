@@ -18,7 +18,7 @@ logging.getLogger("ray.rllib.utils.framework").addFilter(
     lambda record: "Not importing JAX" not in record.getMessage()
 )
 
-__all__ = ["QMix", "QMixConfig", "result_metrics"]
+__all__ = ["QMix", "QMixConfig", "result_metrics", "test_records"]
 
 
 def __getattr__(name: str) -> Any:

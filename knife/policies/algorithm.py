@@ -169,11 +169,19 @@ class QMix(Algorithm):
             "update_credit": 0.0,
         }
         self._last_test: dict[str, float] = {}
+        self._test_records: list[tuple[int, dict[str, float]]] = []
         self._plasticity_latest: dict[str, float] = {}
         self._weights_synced = False
         self._samples_in_flight = 0
 
     # --- one iteration ---------------------------------------------------------------
+
+    def step(self) -> dict[str, Any]:
+        """RLlib's iteration (one or more `training_step`s) plus the greedy tests it ran, as
+        records under `test_records` (knife.policies.metric_keys; read with test_records())."""
+        result = super().step()
+        result[mk.TEST_RECORDS], self._test_records = self._test_records, []
+        return result
 
     def training_step(self) -> None:
         cfg = self.config
@@ -334,14 +342,20 @@ class QMix(Algorithm):
     def _test(self) -> None:
         """Greedy test episodes on the current task (and, if asked, on earlier tasks);
         unsmoothed results of this test only."""
-        steps = self.counters["env_steps"]
-        ret, win = self._test_task(self.progress.index)
+        steps, index = self.counters["env_steps"], self.progress.index
+        ret, win = self._test_task(index)
         self._last_test = {mk.TEST_RETURN: ret, mk.TEST_AT: float(steps)}
         if win is not None:
             self._last_test[mk.TEST_WIN_RATE] = win
-        if self.sequence is not None and self.sequence.eval_previous:
-            for task in range(self.progress.index):
-                self._test_task(task)
+        record = {k: v for k, v in self._last_test.items() if k != mk.TEST_AT}
+        if self.sequence is not None:
+            record[mk.task_key(index, mk.TEST_RETURN)] = ret
+            if win is not None:
+                record[mk.task_key(index, mk.TEST_WIN_RATE)] = win
+            if self.sequence.eval_previous:
+                for task in range(index):
+                    record[mk.task_key(task, mk.RETEST_RETURN)] = self._test_task(task)[0]
+        self._test_records.append((steps, record))
         self.counters["last_test_at"] = steps
 
     def _test_task(self, task: int) -> tuple[float, float | None]:
@@ -418,6 +432,11 @@ class QMix(Algorithm):
                     lambda runner: runner.set_task(task), local_env_runner=True
                 )
             self._weights_synced = False
+
+
+def test_records(result: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:
+    """The greedy tests of one `Algorithm.train()` result: [(env step, {metric: value})]."""
+    return [(int(step), dict(values)) for step, values in result.get(mk.TEST_RECORDS, ())]
 
 
 def result_metrics(result: dict[str, Any]) -> dict[str, float]:

@@ -15,6 +15,9 @@ TEST_RETURN = "test_return"
 TEST_WIN_RATE = "test_win_rate"
 TEST_AT = "test_at_env_steps"
 TEST_KEYS = (TEST_RETURN, TEST_WIN_RATE)
+# The result key of one iteration's greedy tests, as records (env step, {metric: value}):
+# each test is logged once, at the step it ran (the flat result keeps the latest as a state).
+TEST_RECORDS = "test_records"
 # Per iteration.
 TRAIN_RETURN = "train_return"
 TRAIN_EPISODE_LEN = "train_episode_len"
@@ -49,6 +52,14 @@ def split_task_key(key: str) -> tuple[int, str] | None:
     if not sep or not index.isdigit() or not field or "/" in field:
         return None
     return int(index), field
+
+
+def is_test_key(key: str) -> bool:
+    """Whether `key` is a test result (which arrives as a test record)."""
+    if key in TEST_KEYS or key == TEST_AT:
+        return True
+    task = split_task_key(key)
+    return task is not None and task[1] in (*TEST_KEYS, RETEST_RETURN)
 
 
 def stagnant_key(network: str) -> str:

@@ -44,11 +44,13 @@ class FakeAlgo:
             "learner_updates": self.calls,
             "td_error_abs": 0.2,
         }
-        # As result_metrics(): the latest test repeats until the next one (every other
-        # iteration here), with the env step it ran at.
+        # As QMix.train(): a test record when a test runs (every other iteration here);
+        # the flat result repeats the latest test until the next one.
         tested = self.calls if self.calls % 2 else self.calls - 1
         out["test_return"] = 7.0 + tested
         out["test_at_env_steps"] = 100 * tested
+        if tested == self.calls:
+            out["test_records"] = [(100 * tested, {"test_return": 7.0 + tested})]
         return out
 
     def save_to_path(self, path):
@@ -139,8 +141,18 @@ def test_loop_summary_and_mlflow(fake, tmp_path, capsys):
 def test_win_rate_is_kept_when_present(fake, tmp_path):
     fake["algo"] = FakeAlgo(
         [
-            {"env_steps": 200, "test_return": 1.0, "test_win_rate": 0.25, "test_at_env_steps": 150},
-            {"env_steps": 400, "test_return": 2.0, "test_win_rate": 0.5, "test_at_env_steps": 350},
+            {
+                "env_steps": 200,
+                "test_return": 1.0,
+                "test_win_rate": 0.25,
+                "test_records": [(150, {"test_return": 1.0, "test_win_rate": 0.25})],
+            },
+            {
+                "env_steps": 400,
+                "test_return": 2.0,
+                "test_win_rate": 0.5,
+                "test_records": [(350, {"test_return": 2.0, "test_win_rate": 0.5})],
+            },
         ]
     )
     summary = train.run_trial(CFG, tmp_path / "runs", progress=False, echo=False)

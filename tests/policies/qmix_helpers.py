@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from knife.policies import QMixConfig, result_metrics
+from knife.policies import QMixConfig, result_metrics, test_records
 
 SMALL_STAG_HUNT = {"world_shape": [5, 5], "n_agents": 2, "n_stags": 1, "episode_limit": 25}
 
@@ -32,8 +32,13 @@ def _config(env=None, env_config=None, algorithm="qmix", runners=0, tasks=None, 
     return cfg
 
 
-def _train(algo, steps):
+def _train(algo, steps, records=None):
+    """Train to `steps` env steps; the last flat metrics. `records`, if a list, collects
+    the test records of every iteration."""
     metrics = {}
     while metrics.get("env_steps", 0) < steps:
-        metrics = result_metrics(algo.train())
+        result = algo.train()
+        metrics = result_metrics(result)
+        if records is not None:
+            records.extend(test_records(result))
     return metrics

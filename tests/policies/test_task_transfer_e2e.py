@@ -40,9 +40,24 @@ def test_matrix_sequence_switches_with_knife_at_the_boundary(ray_local):
         runner = algo.env_runner_group.local_env_runner
         # Padded: task A's third action is never available, so never taken.
         assert algo.replay_buffer._data["avail_actions"][:episodes_task0, :, :, 2].max() == 0
-        after = _train(algo, 1200)
+        records = []
+        after = _train(algo, 1200, records)
     finally:
         algo.stop()
+    # Each test arrives once, as a record at the env step it ran: at the switch the final
+    # test of task 0 and the first test of task 1; after it, task 0 is re-tested.
+    steps = [step for step, _ in records]
+    assert steps == sorted(steps) and all(r["test_return"] is not None for _, r in records)
+    at_switch = [r for step, r in records if abs(step - after["task/1/start_env_steps"]) < 1]
+    assert [sorted(k for k in r if k.startswith("task/")) for r in at_switch] == [
+        ["task/0/test_return"],
+        ["task/0/retest_return", "task/1/test_return"],
+    ]
+    assert at_switch[0]["task/0/test_return"] == after["task/0/final_test_return"]
+    later = [r for step, r in records if step > after["task/1/start_env_steps"]]
+    assert later and all(
+        "task/0/retest_return" in r and "task/0/test_return" not in r for r in later
+    )
     # The boundary and the env behaviour changed: task B pays 5 for (2, 2).
     assert after["task_index"] == 1
     assert after["task/1/start_env_steps"] == pytest.approx(600, abs=2)

@@ -40,13 +40,19 @@ def trial_dict(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class SweepRunLogger(TrialLogger):
-    """A TrialLogger that reopens the run of its trial key instead of making a second one."""
+    """A TrialLogger that reopens the run of its trial key instead of making a second one.
+
+    A run found FINISHED is left alone (`finished_run`): its trial completed and only Tune
+    did not hear of it (the driver died between the run's end and Tune recording the final
+    checkpoint), so nothing is trained or logged again.
+    """
 
     def __init__(self, *args: Any, trial_key: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.trial_key = trial_key
         self.reopened = False
         self.attempt = 1
+        self.finished_run: Any = None
 
     def start(self) -> str:
         experiment_id = self.store.experiment_id(self.experiment)
@@ -56,6 +62,9 @@ class SweepRunLogger(TrialLogger):
             filter_string=f"tags.`{TRIAL_KEY_TAG}` = '{self.trial_key}'",
             max_results=1,
         )
+        if found and found[0].info.status == "FINISHED":
+            self.finished_run = found[0]
+            return found[0].info.run_id
         if found:
             run = found[0]
             self.run_id = run.info.run_id
@@ -119,6 +128,9 @@ def sweep_trial(config: dict[str, Any]) -> None:
         trial_key=f"{meta['sweep_id']}/{trial_id}",
     )
     logger.start()
+    if logger.finished_run is not None:
+        _report_finished(logger.finished_run)
+        return
     try:
         _run(cfg, config, meta, logger, ctx)
     except BaseException as exc:
@@ -128,6 +140,66 @@ def sweep_trial(config: dict[str, Any]) -> None:
         except Exception:  # the original error matters more than a failed status write
             pass
         raise
+
+
+def _checkpoint_candidates(checkpoint: Any, trial_dir: str | None) -> list[Any]:
+    """Where a trial may continue from, best first: the checkpoint Tune recorded, then the
+    trial folder's own checkpoints, newest first. The folder matters after a driver crash:
+    Tune's saved state can lag its checkpoints (or name one its rotation already deleted),
+    and restarting from scratch would retrain and re-log what is done."""
+    out: list[Any] = [] if checkpoint is None else [checkpoint]
+    folder = Path(trial_dir) if trial_dir else None
+    if folder is not None and folder.is_dir():
+        known = getattr(checkpoint, "path", None)
+        local = [p for p in folder.glob("checkpoint_*") if p.is_dir() and str(p) != known]
+        out += sorted(local, key=lambda p: p.name, reverse=True)
+    return out
+
+
+def restore_first_good(
+    algo: Any, candidates: list[Any], rebuild: Any
+) -> tuple[Any, TrialProgress | None]:
+    """(algorithm, progress) restored from the first candidate that restores (a Tune
+    Checkpoint or a folder); a candidate that fails (missing, truncated, unreadable) is
+    reported and the next one tried, on a freshly built algorithm. (algo, None): nothing to
+    restore. All candidates bad: a RuntimeError that names each and why."""
+    failures = []
+    for candidate in candidates:
+        try:
+            if isinstance(candidate, Path):
+                progress = _restore_from(algo, candidate)
+            else:
+                with candidate.as_directory() as folder:
+                    progress = _restore_from(algo, Path(folder))
+        except Exception as exc:  # any unreadable checkpoint: try the next one
+            where = getattr(candidate, "path", candidate)
+            failures.append(f"{where}: {type(exc).__name__}: {exc}")
+            print(f"knife: cannot restore {where} ({type(exc).__name__}: {exc}); trying older")
+            algo.stop()
+            algo = rebuild()
+            continue
+        if failures:
+            print(f"knife: restored from {getattr(candidate, 'path', candidate)}")
+        return algo, progress
+    if failures:
+        raise RuntimeError("no checkpoint of this trial restores: " + "; ".join(failures))
+    return algo, None
+
+
+def _restore_from(algo: Any, folder: Path) -> TrialProgress:
+    # The small state file first: a folder without it is not one of ours or is incomplete.
+    progress = TrialProgress.from_json((folder / STATE_FILE).read_text())
+    algo.restore_from_path(str(folder / ALGO_DIR))
+    return progress
+
+
+def _report_finished(run: Any) -> None:
+    """Tell Tune a trial is done from its FINISHED MLflow run: its final values, no training,
+    no write to the run."""
+    from ray import tune
+
+    print(f"knife: trial's MLflow run {run.info.run_id} is FINISHED; not training it again")
+    tune.report({**run.data.metrics, "mlflow_run_id": run.info.run_id, "already_finished": 1})
 
 
 def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx: Any) -> None:
@@ -140,12 +212,11 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         logger.log_dict(cfg.to_dict(), "config.yaml")
     algo = build_algorithm(cfg)
     try:
-        progress = TrialProgress()
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as folder:
-                algo.restore_from_path(str(Path(folder) / ALGO_DIR))
-                progress = TrialProgress.from_json((Path(folder) / STATE_FILE).read_text())
+        candidates = _checkpoint_candidates(tune.get_checkpoint(), ctx.get_trial_dir())
+        algo, progress = restore_first_good(algo, candidates, lambda: build_algorithm(cfg))
+        if progress is None:
+            progress = TrialProgress()
+        else:
             logger.set_tags({"knife.restored_from_iteration": progress.iteration})
 
         every = int(meta["checkpoint_every"])

@@ -592,10 +592,70 @@ def test_resume_after_killing_the_driver(tmp_path):
         elif key in before:  # interrupted: same run, continued from its checkpoint
             assert run.info.run_id == before[key].info.run_id
             assert run.data.tags["knife.attempts"] == "2"
+            log = (resumed.stdout + resumed.stderr)[-6000:]
+            assert "knife.restored_from_iteration" in run.data.tags, log
             assert int(run.data.tags["knife.restored_from_iteration"]) >= 1
     assert any("knife.restored_from_iteration" in r.data.tags for r in after), (
         "no trial continued from a checkpoint"
     )
+
+
+def test_resume_after_the_driver_died_between_finished_and_the_final_checkpoint(tmp_path):
+    """The driver is SIGKILLed exactly when a trial's MLflow run is FINISHED but Tune has
+    not recorded its final checkpoint (tests/platform/fault_plugin.py): --resume must not
+    train that trial again nor append to its finished history."""
+    runs = tmp_path / "runs"
+    uri = "sqlite:///" + str((runs / "mlflow.db").resolve())
+    raw = _two_step_sweep("finished", [0], steps=300, plugins=["fault_plugin"])
+    raw["tune"]["max_concurrent_trials"] = 1
+    path = write_sweep(tmp_path, raw)
+    fault = {
+        "KNIFE_FAULT_POINT": "after_finished",
+        "KNIFE_FAULT_FLAG": str(tmp_path / "killed.flag"),
+        "KNIFE_FAULT_TRACKING_URI": uri,
+    }
+    with open(tmp_path / "first.log", "w") as fh:
+        proc = subprocess.Popen(
+            knife_cmd("sweep", str(path), "--runs-dir", str(runs), "--quiet"),
+            env=knife_env(**fault),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        proc.wait(timeout=SWEEP_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        end_session(proc)
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
+    before = {r.data.tags["knife.trial_key"]: r for r in trial_runs(runs, "finished")}
+    finished = {k: r for k, r in before.items() if r.info.status == "FINISHED"}
+    assert len(finished) == 1  # the kill came right after the first trial's run ended
+    client = client_for(runs)
+    [(key, run)] = finished.items()
+    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "env_steps")]
+
+    resumed = subprocess.run(
+        knife_cmd("sweep", str(path), "--runs-dir", str(runs), "--resume", "--quiet"),
+        env=knife_env(),
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_TIMEOUT_S,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = {r.data.tags["knife.trial_key"]: r for r in trial_runs(runs, "finished")}
+    assert len(after) == 1 and all(r.info.status == "FINISHED" for r in after.values())
+    same = after[key]
+    assert same.info.run_id == run.info.run_id and same.data.tags["knife.attempts"] == "1"
+    again = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "env_steps")]
+    assert again == history  # nothing appended
+    steps = [s for s, _ in again]
+    assert len(steps) == len(set(steps)) and max(steps) == 300
+    # The resumed trial reported its finished run to Tune instead of training.
+    results = [p.read_text() for p in (runs / "finished").glob("*/result.json")]
+    assert sum('"already_finished": 1' in text for text in results) == 1
 
 
 def test_failing_trial_is_retried_and_the_sweep_completes(tmp_path):

@@ -43,7 +43,8 @@ class Intervention:
     Options shared by all methods:
     - on_task_switch (bool, default True): fire on the "task_switch" event;
     - every_n_updates (int | None): also fire on every n-th "update" event;
-    - scope: "agent", "mixer", a module path or a list of them (None: agent and mixer);
+    - scope: "agent", "mixer", a module path or a list of them (None: every network of the
+      model it is given; the policies give it the algorithm's plasticity networks);
     - max_fraction (float in (0, 1] | None): cap on the fraction of units changed per layer,
       the lowest-scoring units first (unit-level methods; network-level methods ignore it).
 

@@ -31,7 +31,8 @@ class PlasticityInjectionIntervention(Intervention):
     before abs() and Q_tot stays monotone in every Q_i (wrapping the whole mixer would not
     be). Otherwise a module with methods besides forward (e.g. the RNN agent with `unroll`)
     cannot be wrapped transparently, so its output head - its last Linear, agent.fc2 for the
-    QMIX agent - is wrapped instead. Default scope: agent and mixer. Repeated injection
+    QMIX agent - is wrapped instead. Default scope: every network it is given (QMIX: agent
+    and mixer). Repeated injection
     appends two more frozen terms.
     """
 

@@ -211,6 +211,40 @@ def finished_runs(store: MlflowStore, experiment: str) -> tuple[str, list[Any]]:
     return experiment_id, runs
 
 
+def unfinished_counts(store: MlflowStore, experiment_id: str) -> dict[str, int]:
+    """Status -> number of the experiment's trial runs that are not FINISHED (left out of the
+    report; a RUNNING one may be live, or stale after a crash)."""
+    counts: dict[str, int] = {}
+    token = None
+    while True:
+        page = store.retry(
+            store.client.search_runs,
+            [experiment_id],
+            filter_string="attributes.status != 'FINISHED'",
+            max_results=1000,
+            page_token=token,
+        )
+        for run in page:
+            if run.data.tags.get(KIND_TAG) != "report":
+                counts[run.info.status] = counts.get(run.info.status, 0) + 1
+        token = page.token
+        if not token:
+            return dict(sorted(counts.items()))
+
+
+def left_out_line(counts: Mapping[str, int]) -> str:
+    """The report's sentence on runs it left out ('' when none)."""
+    if not counts:
+        return ""
+    total = sum(counts.values())
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return (
+        f"Left out: {total} run{'s' * (total != 1)} not FINISHED ({parts}); a RUNNING run may "
+        "still be live, or stale after a crash (`knife sweep FILE --resume` closes its sweep's "
+        "stale runs)."
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # Aggregation
 
@@ -390,6 +424,7 @@ def write_markdown(
     plots: list[Path],
     correlations: Mapping[tuple[str, str, str], float | None] | None = None,
     headline: list[dict[str, Any]] | None = None,
+    left_out: Mapping[str, int] | None = None,
 ) -> Path:
     """report.md: per sequence and algorithm, KNIFE's headline (knife.platform.headline),
     the score table, the stagnant fraction at each task's end, and the rank correlation of
@@ -408,6 +443,8 @@ def write_markdown(
         "[95% stratified bootstrap interval]. `all`: over the sequence's tasks "
         "(raw returns, not normalized), runs resampled within each task.",
     ]
+    if left_out:
+        lines += ["", left_out_line(left_out)]
     for sequence, algorithm in sorted({(r["sequence"], r["algorithm"]) for r in rows}):
         group = [r for r in rows if (r["sequence"], r["algorithm"]) == (sequence, algorithm)]
         lines += ["", f"## Sequence `{sequence}`, algorithm `{algorithm}`", ""]
@@ -614,7 +651,10 @@ def build_report(
     headline = headline_rows(rows)
     files.append(write_headline_csv(headline, out / "headline.csv"))
     rhos = correlations(runs)
-    md = write_markdown(rows, out / "report.md", experiment, len(runs), plots, rhos, headline)
+    left_out = unfinished_counts(store, experiment_id)
+    md = write_markdown(
+        rows, out / "report.md", experiment, len(runs), plots, rhos, headline, left_out
+    )
     files.append(md)
     files += plots
     run_id = _log_report(store, experiment_id, files, rows) if log_to_mlflow else None

@@ -99,6 +99,69 @@ def check_address(address: str | None) -> None:
 # The MLflow store
 
 
+def repair_tune_state(tune_path: str) -> int:
+    """Before `Tuner.restore` (local storage): Tune's saved state can name checkpoints that its
+    rotation (`keep_checkpoints`) deleted after the state was written, when the driver died in
+    between; Tune then fails the trial on every attempt ("does not exist on storage anymore").
+    Drop those from the state: the latest becomes the newest recorded one that exists, or none,
+    and then the trial continues from its folder's newest checkpoint that restores
+    (knife.platform.trial_runner). Returns how many were dropped. Reads Tune's own
+    (cloudpickled) checkpoint manager: tied to the pinned Ray release."""
+    from ray import cloudpickle
+
+    dropped = 0
+    for path in Path(tune_path).glob("experiment_state-*.json"):
+        data = json.loads(path.read_text())
+        changed = False
+        for entry in data.get("trial_data", []):
+            meta = json.loads(entry[1])
+            blob = meta.get("checkpoint_manager")
+            if not isinstance(blob, dict) or blob.get("_type") != "CLOUDPICKLE_FALLBACK":
+                continue
+            manager = cloudpickle.loads(bytes.fromhex(blob["value"]))
+
+            def exists(result: Any) -> bool:
+                return result is not None and Path(result.checkpoint.path).is_dir()
+
+            kept = [r for r in manager._checkpoint_results if exists(r)]
+            gone = len(manager._checkpoint_results) - len(kept)
+            latest = manager._latest_checkpoint_result
+            if latest is not None and not exists(latest):
+                manager._latest_checkpoint_result = kept[-1] if kept else None
+                gone += latest not in manager._checkpoint_results
+            if gone:
+                manager._checkpoint_results = kept
+                blob["value"] = cloudpickle.dumps(manager).hex()
+                entry[1] = json.dumps(meta)
+                dropped += gone
+                changed = True
+        if changed:
+            tmp = path.with_suffix(".repair")
+            tmp.write_text(json.dumps(data))
+            tmp.replace(path)
+    return dropped
+
+
+def close_stale_runs(tracking_uri: str, experiment: str, sweep_name: str) -> int:
+    """Before a resume: runs of this sweep still RUNNING have no live trial (their driver is
+    gone), so they end KILLED, tagged `knife.closed_stale`; the trials Tune resumes reopen
+    theirs. Returns how many were closed."""
+    store = MlflowStore(tracking_uri)
+    experiment_id = store.experiment_id(experiment, create=False)
+    if experiment_id is None:
+        return 0
+    stale = store.retry(
+        store.client.search_runs,
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.sweep = '{sweep_name}'",
+        max_results=10_000,
+    )
+    for run in stale:
+        store.retry(store.client.set_tag, run.info.run_id, "knife.closed_stale", "resume")
+        store.end_run(run.info.run_id, "KILLED")
+    return len(stale)
+
+
 def prepare_store(tracking_uri: str, experiment: str) -> str:
     """Create the store's tables and the experiment from this one process, so trials that
     start together do not race for them; switch SQLite to WAL so the UI's reads and several
@@ -342,6 +405,21 @@ def run_sweep(
             from ray import tune
 
             _warn_if_edited(sweep, exp_path)
+            if local:
+                missing = repair_tune_state(tune_path)
+                if missing:
+                    print(
+                        f"{missing} checkpoint(s) in Tune's saved state no longer exist; "
+                        "their trials continue from the newest checkpoint on disk",
+                        flush=True,
+                    )
+            closed = close_stale_runs(tracking_uri, sweep.experiment, sweep.name)
+            if closed:
+                print(
+                    f"marked {closed} stale RUNNING run{'s' * (closed != 1)} of sweep "
+                    f"{sweep.name!r} KILLED (no live trial); resumed trials reopen theirs",
+                    flush=True,
+                )
             tuner = Tuner.restore(
                 tune_path,
                 trainable=tune.with_resources(sweep_trial, trial_resources),

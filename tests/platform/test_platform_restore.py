@@ -73,3 +73,72 @@ def test_nothing_to_restore_and_all_bad(tmp_path):
     _checkpoint(tmp_path / "checkpoint_000001", 1, truncated=True)
     with pytest.raises(RuntimeError, match=r"no checkpoint of this trial restores: .*000001"):
         restore_first_good(Algo(), _checkpoint_candidates(None, str(tmp_path)), Algo)
+
+
+def test_resume_closes_its_sweeps_stale_runs_and_the_report_counts_what_it_left_out(tmp_path):
+    from mlflow import MlflowClient
+
+    from knife.platform.report import left_out_line, unfinished_counts
+    from knife.platform.sweep import close_stale_runs
+    from knife.platform.tracking import MlflowStore
+
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    store = MlflowStore(uri)
+    exp = store.experiment_id("exp")
+    client = MlflowClient(uri)
+    ours = client.create_run(exp, tags={"sweep": "a", "knife.kind": "trial"}).info.run_id
+    other = client.create_run(exp, tags={"sweep": "b", "knife.kind": "trial"}).info.run_id
+    done = client.create_run(exp, tags={"sweep": "a", "knife.kind": "trial"}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    failed = client.create_run(exp, tags={"sweep": "a", "knife.kind": "trial"}).info.run_id
+    client.set_terminated(failed, "FAILED")
+
+    assert close_stale_runs(uri, "exp", "a") == 1
+    assert client.get_run(ours).info.status == "KILLED"
+    assert client.get_run(ours).data.tags["knife.closed_stale"] == "resume"
+    assert client.get_run(other).info.status == "RUNNING"  # another sweep's: left alone
+    assert client.get_run(done).info.status == "FINISHED"
+    assert close_stale_runs(uri, "no_such_experiment", "a") == 0
+
+    counts = unfinished_counts(store, exp)
+    assert counts == {"FAILED": 1, "KILLED": 1, "RUNNING": 1}
+    line = left_out_line(counts)
+    assert line.startswith("Left out: 3 runs not FINISHED (1 FAILED, 1 KILLED, 1 RUNNING)")
+    assert left_out_line({}) == ""
+
+
+def test_tune_state_naming_deleted_checkpoints_is_repaired_before_resume(tmp_path):
+    """Tune's saved state can name checkpoints its rotation deleted after the state was
+    written; sweep.repair_tune_state drops them so Tune does not fail the trial on restore."""
+    import json
+
+    from ray import cloudpickle
+    from ray.train import Checkpoint, CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager, _TrainingResult
+
+    from knife.platform.sweep import repair_tune_state
+
+    def state(*names):
+        manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+        for name in names:
+            (tmp_path / name).mkdir(exist_ok=True)
+            manager.register_checkpoint(
+                _TrainingResult(checkpoint=Checkpoint(str(tmp_path / name)), metrics={})
+            )
+        blob = {"_type": "CLOUDPICKLE_FALLBACK", "value": cloudpickle.dumps(manager).hex()}
+        return ["{}", json.dumps({"checkpoint_manager": blob})]
+
+    path = tmp_path / "experiment_state-x.json"
+    path.write_text(json.dumps({"trial_data": [state("c1", "c2"), state("d1", "d2")]}))
+    (tmp_path / "c2").rmdir()  # the latest of trial 0 was rotated away after the save
+    for name in ("d1", "d2"):
+        (tmp_path / name).rmdir()  # all of trial 1's
+    assert repair_tune_state(str(tmp_path)) == 3
+    trials = json.loads(path.read_text())["trial_data"]
+    managers = [
+        cloudpickle.loads(bytes.fromhex(json.loads(t[1])["checkpoint_manager"]["value"]))
+        for t in trials
+    ]
+    assert managers[0].latest_checkpoint_result.checkpoint.path.endswith("c1")
+    assert managers[1].latest_checkpoint_result is None  # continues from its folder, if any
+    assert repair_tune_state(str(tmp_path)) == 0  # nothing left to drop

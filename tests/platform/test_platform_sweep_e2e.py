@@ -577,6 +577,8 @@ def test_resume_after_killing_the_driver(tmp_path):
         timeout=SWEEP_TIMEOUT_S,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The run left RUNNING by the kill was closed before Tune resumed (and then reopened).
+    assert "marked 1 stale RUNNING run of sweep 'resume' KILLED" in resumed.stdout
     after = trial_runs(runs, "resume")
     keys = [r.data.tags["knife.trial_key"] for r in after]
     assert len(after) == 3 and len(set(keys)) == 3  # exactly one run per trial

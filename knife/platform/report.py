@@ -202,7 +202,7 @@ def finished_runs(store: MlflowStore, experiment: str) -> tuple[str, list[Any]]:
             max_results=1000,
             page_token=token,
         )
-        runs.extend(r for r in page if r.data.tags.get(KIND_TAG) != "report")
+        runs.extend(r for r in page if r.data.tags.get(KIND_TAG) not in ("report", "sweep"))
         token = page.token
         if not token:
             break
@@ -225,7 +225,7 @@ def unfinished_counts(store: MlflowStore, experiment_id: str) -> dict[str, int]:
             page_token=token,
         )
         for run in page:
-            if run.data.tags.get(KIND_TAG) != "report":
+            if run.data.tags.get(KIND_TAG) not in ("report", "sweep"):
                 counts[run.info.status] = counts.get(run.info.status, 0) + 1
         token = page.token
         if not token:

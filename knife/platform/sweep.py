@@ -156,6 +156,7 @@ def close_stale_runs(tracking_uri: str, experiment: str, sweep_name: str) -> int
         filter_string=f"attributes.status = 'RUNNING' and tags.sweep = '{sweep_name}'",
         max_results=10_000,
     )
+    stale = [r for r in stale if r.data.tags.get(KIND_TAG) != "sweep"]  # reopened by the driver
     for run in stale:
         store.retry(store.client.set_tag, run.info.run_id, "knife.closed_stale", "resume")
         store.end_run(run.info.run_id, "KILLED")
@@ -246,7 +247,32 @@ class CloseStrandedRuns(Callback):
         self._close(trial, "FAILED")
 
 
-def param_space(sweep: SweepConfig, tracking_uri: str, sweep_id: str) -> dict[str, Any]:
+def open_sweep_run(tracking_uri: str, sweep: SweepConfig, sweep_id: str | None) -> str:
+    """The sweep's parent run (knife.kind = sweep), under which its trials nest: made for a
+    new sweep (`sweep_id`), found again and set RUNNING for a resumed one (None)."""
+    store = MlflowStore(tracking_uri)
+    experiment_id = store.experiment_id(sweep.experiment)
+    if sweep_id is None:
+        found = store.retry(
+            store.client.search_runs,
+            [experiment_id],
+            filter_string=f"tags.`{KIND_TAG}` = 'sweep' and tags.sweep = '{sweep.name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+            store.retry(store.client.update_run, run_id, status="RUNNING")
+            return run_id
+        sweep_id = "unknown"  # a sweep started before parent runs existed
+    tags = {KIND_TAG: "sweep", "sweep": sweep.name, "sweep_id": sweep_id}
+    run = store.retry(store.client.create_run, experiment_id, run_name=sweep.name, tags=tags)
+    return run.info.run_id
+
+
+def param_space(
+    sweep: SweepConfig, tracking_uri: str, sweep_id: str, parent_run_id: str | None = None
+) -> dict[str, Any]:
     from ray import tune
 
     t = sweep.tune
@@ -258,6 +284,7 @@ def param_space(sweep: SweepConfig, tracking_uri: str, sweep_id: str) -> dict[st
         META: {
             "sweep": sweep.name,
             "sweep_id": sweep_id,
+            "parent_run_id": parent_run_id,
             "experiment": sweep.experiment,
             "tracking_uri": tracking_uri,
             "plugins": list(sweep.plugins),
@@ -306,13 +333,18 @@ def _scheduler(sweep: SweepConfig) -> Any:
     return ASHAScheduler(time_attr="env_steps", max_t=max_t, grace_period=max(1, max_t // 8))
 
 
-def _new_tuner(sweep: SweepConfig, storage: str, tracking_uri: str, verbose: int) -> Any:
+def _new_tuner(
+    sweep: SweepConfig, storage: str, tracking_uri: str, verbose: int
+) -> tuple[Any, str]:
+    """(the Tuner of a new sweep, its parent run's id)."""
     from ray import tune
 
     t = sweep.tune
-    return tune.Tuner(
+    sweep_id = uuid.uuid4().hex[:12]
+    parent = open_sweep_run(tracking_uri, sweep, sweep_id)
+    tuner = tune.Tuner(
         tune.with_resources(sweep_trial, trial_resources),
-        param_space=param_space(sweep, tracking_uri, uuid.uuid4().hex[:12]),
+        param_space=param_space(sweep, tracking_uri, sweep_id, parent),
         tune_config=tune.TuneConfig(
             metric=t.metric,
             mode=t.mode,
@@ -333,6 +365,7 @@ def _new_tuner(sweep: SweepConfig, storage: str, tracking_uri: str, verbose: int
             verbose=verbose,
         ),
     )
+    return tuner, parent
 
 
 # ---------------------------------------------------------------------------------------
@@ -420,6 +453,7 @@ def run_sweep(
                     f"{sweep.name!r} KILLED (no live trial); resumed trials reopen theirs",
                     flush=True,
                 )
+            parent = open_sweep_run(tracking_uri, sweep, None)
             tuner = Tuner.restore(
                 tune_path,
                 trainable=tune.with_resources(sweep_trial, trial_resources),
@@ -431,9 +465,15 @@ def run_sweep(
             (exp_path / SWEEP_FILE).write_text(
                 yaml.safe_dump(sweep_file_dict(sweep), sort_keys=False)
             )
-            tuner = _new_tuner(sweep, storage, tracking_uri, verbose)
-        grid = tuner.fit()
+            tuner, parent = _new_tuner(sweep, storage, tracking_uri, verbose)
+        try:
+            grid = tuner.fit()
+        except BaseException:
+            MlflowStore(tracking_uri).end_run(parent, "KILLED")
+            raise
         outcomes = _outcomes(grid, tune_path)
+        done = all(o.status == "TERMINATED" for o in outcomes)
+        MlflowStore(tracking_uri).end_run(parent, "FINISHED" if done else "FAILED")
     finally:
         if started:
             stop_ray()

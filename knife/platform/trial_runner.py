@@ -25,7 +25,8 @@ from knife.platform.trial_loop import TrialProgress, finish_trial, task_names, t
 from knife.policies import metric_keys as mk
 
 META = "knife"  # param_space key of the sweep's own settings
-KIND_TAG = "knife.kind"  # trial | report
+KIND_TAG = "knife.kind"  # trial | sweep (a sweep's parent run) | report
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's nesting: the UI shows trials under their sweep
 TRIAL_KEY_TAG = "knife.trial_key"
 ATTEMPTS_TAG = "knife.attempts"
 NODE_TAG = "ray_node_id"  # the Ray node of the latest attempt; per attempt: knife.attempt/<n>/...
@@ -47,9 +48,12 @@ class SweepRunLogger(TrialLogger):
     checkpoint), so nothing is trained or logged again.
     """
 
-    def __init__(self, *args: Any, trial_key: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, trial_key: str, parent_run_id: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.trial_key = trial_key
+        self.parent_run_id = parent_run_id
         self.reopened = False
         self.attempt = 1
         self.finished_run: Any = None
@@ -73,6 +77,8 @@ class SweepRunLogger(TrialLogger):
             retry(self.client.update_run, self.run_id, status="RUNNING")
         else:
             tags = {**self.tags, TRIAL_KEY_TAG: self.trial_key}
+            if self.parent_run_id:
+                tags[PARENT_TAG] = self.parent_run_id
             run = retry(
                 self.client.create_run,
                 experiment_id,
@@ -126,6 +132,7 @@ def sweep_trial(config: dict[str, Any]) -> None:
         run_name=ctx.get_trial_name(),
         tags=tags,
         trial_key=f"{meta['sweep_id']}/{trial_id}",
+        parent_run_id=meta.get("parent_run_id"),
     )
     logger.start()
     if logger.finished_run is not None:

@@ -202,6 +202,17 @@ def test_ci_sweep_one_mlflow_run_per_trial_with_tags_params_metrics_plots(ci_swe
     ]
     assert len({r.data.tags["knife.trial_key"] for r in runs}) == 4
     client = client_for(ci_sweep.runs)
+    # One parent run per sweep, FINISHED; every trial is nested under it (MLflow's
+    # mlflow.parentRunId), so the run table shows one expandable row for the sweep.
+    exp = client.get_experiment_by_name("ci")
+    parents = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("knife.kind") == "sweep"
+    ]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].info.run_name == "ci" and parents[0].data.tags["sweep"] == "ci"
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     for run in runs:
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         assert run.info.status == "FINISHED"
@@ -450,8 +461,13 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         assert f"{base}/#/experiments/{exp.experiment_id}/runs" in text
 
         page = _chromium(f"{base}/#/experiments/{exp.experiment_id}/runs", tmp_path / "p1")
-        for name in names:
-            assert name in page, f"run {name} not on the experiment page"
+        # The run table shows the sweep's parent row (its trials nest under it, collapsed).
+        [parent] = [
+            r
+            for r in client.search_runs([exp.experiment_id])
+            if r.data.tags.get("knife.kind") == "sweep"
+        ]
+        assert parent.info.run_id in page, "the sweep's parent run is not on the experiment page"
 
         ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
         compare = f'{base}/#/compare-runs?runs={ids}&experiments=["{exp.experiment_id}"]'
@@ -580,6 +596,15 @@ def test_resume_after_killing_the_driver(tmp_path):
     # The run left RUNNING by the kill was closed before Tune resumed (and then reopened).
     assert "marked 1 stale RUNNING run of sweep 'resume' KILLED" in resumed.stdout
     after = trial_runs(runs, "resume")
+    exp = client.get_experiment_by_name("resume")
+    parents = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("knife.kind") == "sweep"
+    ]
+    # The same parent run, reopened by the resume and finished by it; trials stay under it.
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in after} == {parents[0].info.run_id}
     keys = [r.data.tags["knife.trial_key"] for r in after]
     assert len(after) == 3 and len(set(keys)) == 3  # exactly one run per trial
     assert all(r.info.status == "FINISHED" for r in after)

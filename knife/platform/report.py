@@ -57,6 +57,7 @@ from knife.platform.trial_runner import KIND_TAG
 from knife.policies import metric_keys as mk
 from knife.policies.task_progress import curve_auc
 
+NOT_TRIALS = ("report", "sweep")  # knife.kind of the runs that are not trials
 SCORES = ("final_return", "auc", "final_win_rate")
 CSV_COLUMNS = (
     "sequence",
@@ -192,20 +193,8 @@ def finished_runs(store: MlflowStore, experiment: str) -> tuple[str, list[Any]]:
             f"experiment {experiment!r} not found; experiments in this store: "
             f"{', '.join(sorted(names)) or '(none)'}"
         )
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = store.retry(
-            client.search_runs,
-            [experiment_id],
-            filter_string="attributes.status = 'FINISHED'",
-            max_results=1000,
-            page_token=token,
-        )
-        runs.extend(r for r in page if r.data.tags.get(KIND_TAG) not in ("report", "sweep"))
-        token = page.token
-        if not token:
-            break
+    found = store.search_all(experiment_id, "attributes.status = 'FINISHED'")
+    runs = [r for r in found if r.data.tags.get(KIND_TAG) not in NOT_TRIALS]
     if not runs:
         raise ConfigError(f"experiment {experiment!r} has no finished runs to report on")
     return experiment_id, runs
@@ -215,21 +204,10 @@ def unfinished_counts(store: MlflowStore, experiment_id: str) -> dict[str, int]:
     """Status -> number of the experiment's trial runs that are not FINISHED (left out of the
     report; a RUNNING one may be live, or stale after a crash)."""
     counts: dict[str, int] = {}
-    token = None
-    while True:
-        page = store.retry(
-            store.client.search_runs,
-            [experiment_id],
-            filter_string="attributes.status != 'FINISHED'",
-            max_results=1000,
-            page_token=token,
-        )
-        for run in page:
-            if run.data.tags.get(KIND_TAG) not in ("report", "sweep"):
-                counts[run.info.status] = counts.get(run.info.status, 0) + 1
-        token = page.token
-        if not token:
-            return dict(sorted(counts.items()))
+    for run in store.search_all(experiment_id, "attributes.status != 'FINISHED'"):
+        if run.data.tags.get(KIND_TAG) not in NOT_TRIALS:
+            counts[run.info.status] = counts.get(run.info.status, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def left_out_line(counts: Mapping[str, int]) -> str:

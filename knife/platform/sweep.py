@@ -109,6 +109,9 @@ def repair_tune_state(tune_path: str) -> int:
     (cloudpickled) checkpoint manager: tied to the pinned Ray release."""
     from ray import cloudpickle
 
+    def exists(result: Any) -> bool:
+        return result is not None and Path(result.checkpoint.path).is_dir()
+
     dropped = 0
     for path in Path(tune_path).glob("experiment_state-*.json"):
         data = json.loads(path.read_text())
@@ -119,10 +122,6 @@ def repair_tune_state(tune_path: str) -> int:
             if not isinstance(blob, dict) or blob.get("_type") != "CLOUDPICKLE_FALLBACK":
                 continue
             manager = cloudpickle.loads(bytes.fromhex(blob["value"]))
-
-            def exists(result: Any) -> bool:
-                return result is not None and Path(result.checkpoint.path).is_dir()
-
             kept = [r for r in manager._checkpoint_results if exists(r)]
             gone = len(manager._checkpoint_results) - len(kept)
             latest = manager._latest_checkpoint_result
@@ -150,13 +149,10 @@ def close_stale_runs(tracking_uri: str, experiment: str, sweep_name: str) -> int
     experiment_id = store.experiment_id(experiment, create=False)
     if experiment_id is None:
         return 0
-    stale = store.retry(
-        store.client.search_runs,
-        [experiment_id],
-        filter_string=f"attributes.status = 'RUNNING' and tags.sweep = '{sweep_name}'",
-        max_results=10_000,
+    running = store.search_all(
+        experiment_id, f"attributes.status = 'RUNNING' and tags.sweep = '{sweep_name}'"
     )
-    stale = [r for r in stale if r.data.tags.get(KIND_TAG) != "sweep"]  # reopened by the driver
+    stale = [r for r in running if r.data.tags.get(KIND_TAG) != "sweep"]  # the driver's own
     for run in stale:
         store.retry(store.client.set_tag, run.info.run_id, "knife.closed_stale", "resume")
         store.end_run(run.info.run_id, "KILLED")

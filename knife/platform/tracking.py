@@ -236,6 +236,23 @@ class MlflowStore:
             root = db.parent / ARTIFACTS_DIR
         return (root / experiment).as_uri()
 
+    def search_all(self, experiment_id: str, filter_string: str = "") -> list[Any]:
+        """Every run of the experiment matching `filter_string`, all pages."""
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = retry(
+                self.client.search_runs,
+                [experiment_id],
+                filter_string=filter_string,
+                max_results=1000,
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
     def history(self, run_id: str, key: str) -> tuple[Any, Any]:
         """(steps, values) of one metric as float arrays, sorted by step, one value per step
         (the latest logged)."""

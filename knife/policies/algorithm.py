@@ -33,7 +33,7 @@ from knife.policies.learner import QMixTorchLearner
 from knife.policies.registry import algorithm_spec
 from knife.policies.replay_buffer import EpisodeReplayBuffer
 from knife.policies.rl_module import QMixRLModule, linear_epsilon
-from knife.policies.schema import MODEL_KEYS, algorithm_keys, check_values, defaults
+from knife.policies.schema import ALGORITHM_KEYS, MODEL_KEYS, check_values, defaults
 from knife.policies.task_progress import TaskProgress
 from knife.policies.torch_threads import set_torch_threads
 
@@ -109,7 +109,7 @@ class QMixConfig(AlgorithmConfig):
     def training(self, **kwargs) -> QMixConfig:
         """RLlib's training() plus the schema's keys (knife.policies.schema), `algorithm`
         and the evaluation section's test_episodes, test_interval."""
-        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in algorithm_keys()}
+        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in ALGORITHM_KEYS}
         super().training(**kwargs)
         for key, value in ours.items():
             if value is not NotProvided:
@@ -120,7 +120,7 @@ class QMixConfig(AlgorithmConfig):
         super().validate()
         networks = algorithm_spec(self.algorithm).networks
         # The schema's ranges and cross-field rules, as a YAML config gets them.
-        check_values({key: getattr(self, key) for key in algorithm_keys()})
+        check_values({key: getattr(self, key) for key in ALGORITHM_KEYS})
         validate_plasticity(self.plasticity_config, self.algorithm, networks)
         if self.task_sequence is not None:
             TaskSequence.from_config(self.task_sequence)  # field-named errors

@@ -203,10 +203,12 @@ SECTIONS = (TrainingConfig, EvaluationConfig)
 DEFAULT_ALGORITHM = "qmix"
 
 
-def algorithm_keys() -> tuple[str, ...]:
-    """The QMixConfig attributes the schema owns (everything but the platform's keys)."""
-    training = [k for k in field_names(TrainingConfig) if k not in PLATFORM_KEYS]
-    return ("algorithm", *training, *EVALUATION_ATTRS.values())
+# The QMixConfig attributes the schema owns (everything but the platform's keys).
+ALGORITHM_KEYS: tuple[str, ...] = (
+    "algorithm",
+    *(k for k in field_names(TrainingConfig) if k not in PLATFORM_KEYS),
+    *EVALUATION_ATTRS.values(),
+)
 
 
 def defaults() -> dict[str, Any]:

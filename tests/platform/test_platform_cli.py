@@ -186,10 +186,10 @@ def test_algorithm_factory_kwargs_match_qmix_config():
     assert kwargs["test_interval"] == 77
     assert "device" not in kwargs  # the platform resolves it into .learners()
     from knife.policies import QMixConfig
-    from knife.policies.schema import algorithm_keys
+    from knife.policies.schema import ALGORITHM_KEYS
 
     # Every keyword is one the schema gives QMixConfig, and QMixConfig takes it.
-    assert set(kwargs) <= set(algorithm_keys())
+    assert set(kwargs) <= set(ALGORITHM_KEYS)
     config = QMixConfig().training(**kwargs)
     assert (config.algorithm, config.test_interval) == ("vdn", 77)
 

@@ -15,7 +15,7 @@ import pytest
 
 from knife.fields import ConfigError, field_names
 from knife.platform.config import parse_trial_config
-from knife.policies.schema import TrainingConfig, algorithm_keys, defaults
+from knife.policies.schema import ALGORITHM_KEYS, TrainingConfig, defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
@@ -119,7 +119,7 @@ def test_qmix_config_takes_every_default_from_the_schema():
     config = QMixConfig()
     for key, value in defaults().items():
         assert getattr(config, key) == value, key
-    assert set(algorithm_keys()) >= {"algorithm", "td_lambda", "test_interval", "lr"}
+    assert set(ALGORITHM_KEYS) >= {"algorithm", "td_lambda", "test_interval", "lr"}
 
 
 def test_rl_module_has_no_fallback_defaults():

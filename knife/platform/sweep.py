@@ -21,7 +21,7 @@ import socket
 import sqlite3
 import sys
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -105,14 +105,32 @@ def repair_tune_state(tune_path: str) -> int:
     between; Tune then fails the trial on every attempt ("does not exist on storage anymore").
     Drop those from the state: the latest becomes the newest recorded one that exists, or none,
     and then the trial continues from its folder's newest checkpoint that restores
-    (knife.platform.trial_runner). Returns how many were dropped. Reads Tune's own
-    (cloudpickled) checkpoint manager: tied to the pinned Ray release."""
-    from ray import cloudpickle
+    (knife.platform.trial_runner). Returns how many were dropped."""
 
     def exists(result: Any) -> bool:
         return result is not None and Path(result.checkpoint.path).is_dir()
 
-    dropped = 0
+    def drop_missing(trial: dict, manager: Any) -> int:
+        kept = [r for r in manager._checkpoint_results if exists(r)]
+        gone = len(manager._checkpoint_results) - len(kept)
+        latest = manager._latest_checkpoint_result
+        if latest is not None and not exists(latest):
+            manager._latest_checkpoint_result = kept[-1] if kept else None
+            gone += latest not in manager._checkpoint_results
+        manager._checkpoint_results = kept
+        return gone
+
+    return edit_tune_checkpoints(tune_path, drop_missing)
+
+
+def edit_tune_checkpoints(tune_path: str, edit: Callable[[dict, Any], int]) -> int:
+    """Apply `edit(trial, checkpoint_manager)` to every trial in Tune's saved experiment
+    state and save the managers back where it changed something (edit returns how many
+    records it changed). Reads Tune's own (cloudpickled) `_CheckpointManager`: tied to the
+    pinned Ray release."""
+    from ray import cloudpickle
+
+    changed_total = 0
     for path in Path(tune_path).glob("experiment_state-*.json"):
         data = json.loads(path.read_text())
         changed = False
@@ -122,23 +140,17 @@ def repair_tune_state(tune_path: str) -> int:
             if not isinstance(blob, dict) or blob.get("_type") != "CLOUDPICKLE_FALLBACK":
                 continue
             manager = cloudpickle.loads(bytes.fromhex(blob["value"]))
-            kept = [r for r in manager._checkpoint_results if exists(r)]
-            gone = len(manager._checkpoint_results) - len(kept)
-            latest = manager._latest_checkpoint_result
-            if latest is not None and not exists(latest):
-                manager._latest_checkpoint_result = kept[-1] if kept else None
-                gone += latest not in manager._checkpoint_results
-            if gone:
-                manager._checkpoint_results = kept
+            count = edit(json.loads(entry[0]), manager)
+            if count:
                 blob["value"] = cloudpickle.dumps(manager).hex()
                 entry[1] = json.dumps(meta)
-                dropped += gone
+                changed_total += count
                 changed = True
         if changed:
             tmp = path.with_suffix(".repair")
             tmp.write_text(json.dumps(data))
             tmp.replace(path)
-    return dropped
+    return changed_total
 
 
 def close_stale_runs(tracking_uri: str, experiment: str, sweep_name: str) -> int:

@@ -151,16 +151,38 @@ def sweep_trial(config: dict[str, Any]) -> None:
 
 def _checkpoint_candidates(checkpoint: Any, trial_dir: str | None) -> list[Any]:
     """Where a trial may continue from, best first: the checkpoint Tune recorded, then the
-    trial folder's own checkpoints, newest first. The folder matters after a driver crash:
-    Tune's saved state can lag its checkpoints (or name one its rotation already deleted),
-    and restarting from scratch would retrain and re-log what is done."""
+    trial folder's own checkpoints, latest iteration first (a folder without a readable
+    state file last). The folder matters after a driver crash: Tune's saved state can lag
+    its checkpoints (or name one its rotation already deleted), and restarting from scratch
+    would retrain and re-log what is done. By iteration, not by name: a trial Tune restarts
+    without a checkpoint numbers its new ones from 0 again."""
     out: list[Any] = [] if checkpoint is None else [checkpoint]
     folder = Path(trial_dir) if trial_dir else None
     if folder is not None and folder.is_dir():
         known = getattr(checkpoint, "path", None)
         local = [p for p in folder.glob("checkpoint_*") if p.is_dir() and str(p) != known]
-        out += sorted(local, key=lambda p: p.name, reverse=True)
+        out += sorted(local, key=lambda p: (_saved_iteration(p), p.name), reverse=True)
     return out
+
+
+def _saved_iteration(folder: Path) -> int:
+    try:
+        return TrialProgress.from_json((folder / STATE_FILE).read_text()).iteration
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def trial_storage_dir(ctx: Any) -> str | None:
+    """The trial's folder in the sweep's storage, where Tune writes its checkpoints, when
+    that storage is a local (or mounted) file system; None for cloud storage. Not
+    `ctx.get_trial_dir()`: that is this attempt's working folder under the Ray session,
+    which a resumed sweep (a new session) does not share."""
+    import pyarrow.fs
+
+    storage = ctx.get_storage()
+    if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
+        return None
+    return storage.trial_fs_path
 
 
 def restore_first_good(
@@ -219,7 +241,7 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         logger.log_dict(cfg.to_dict(), "config.yaml")
     algo = build_algorithm(cfg)
     try:
-        candidates = _checkpoint_candidates(tune.get_checkpoint(), ctx.get_trial_dir())
+        candidates = _checkpoint_candidates(tune.get_checkpoint(), trial_storage_dir(ctx))
         algo, progress = restore_first_good(algo, candidates, lambda: build_algorithm(cfg))
         if progress is None:
             progress = TrialProgress()

@@ -53,8 +53,11 @@ def test_newest_good_checkpoint_wins_and_a_truncated_one_is_skipped(tmp_path, ca
     _checkpoint(tmp_path / "checkpoint_000002", 2)
     _checkpoint(tmp_path / "checkpoint_000003", 3, truncated=True)
     (tmp_path / "checkpoint_000004").mkdir()  # written only in part: no state file
+    # A trial Tune restarted without a checkpoint numbers from 0 again: iteration 5 here.
+    _checkpoint(tmp_path / "checkpoint_000000", 5, truncated=True)
     candidates = _checkpoint_candidates(None, str(tmp_path))
-    assert [p.name for p in candidates][:2] == ["checkpoint_000004", "checkpoint_000003"]
+    # Latest saved iteration first, unreadable state last.
+    assert [p.name[-1] for p in candidates] == ["0", "3", "2", "1", "4"]
     first = Algo()
     algo, progress = restore_first_good(first, candidates, Algo)
     assert progress.iteration == 2 and algo.restored_from.endswith("checkpoint_000002/algorithm")

@@ -26,9 +26,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="run one trial (no Tune) and log it to MLflow",
-        description="Train one QMIX/VDN trial from a YAML config; writes summary.json.",
+        description="Train one QMIX/VDN trial from a YAML config; writes summary.json. "
+        "SIGTERM or Ctrl-C stops it after the current iteration with a checkpoint (a second "
+        "one stops at once); `knife train --resume RUN_DIR` continues it.",
     )
-    p.add_argument("config", metavar="CONFIG", help="trial config YAML")
+    p.add_argument("config", metavar="CONFIG", nargs="?", help="trial config YAML")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        type=Path,
+        default=None,
+        help="continue this run folder (runs/<experiment>/<name>) from its checkpoint, in "
+        "the same MLflow run, to its budget",
+    )
     _add_set_flag(p, "a config value", "training.lr=0.0005")
     _add_store_flags(p)
     p.add_argument("--experiment", default=None, help="MLflow experiment (default: train)")
@@ -44,6 +54,32 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from knife.platform.config import load_trial_config
 
+    if args.resume is not None:
+        refused = [
+            flag
+            for flag, given in (
+                ("CONFIG", args.config),
+                ("--set", args.overrides),
+                ("--experiment", args.experiment),
+                ("--runs-dir", args.runs_dir),
+            )
+            if given
+        ]
+        if refused:
+            raise ConfigError(
+                f"--resume: continues the run as it was started; drop {', '.join(refused)}"
+            )
+        from knife.platform.train import resume_trial
+
+        resume_trial(
+            args.resume,
+            tracking_uri=args.tracking_uri,
+            progress=not args.no_progress,
+            address=args.address,
+        )
+        return 0
+    if args.config is None:
+        raise ConfigError("CONFIG: give a trial config YAML (or --resume RUN_DIR)")
     cfg = load_trial_config(args.config, args.overrides)  # ConfigError -> exit 2, no Ray
     from knife.platform.train import run_trial  # heavy imports only after validation
 
@@ -257,11 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     except KeyboardInterrupt as exc:
-        from knife.platform.train import Preempted
+        from knife.platform.preemption import Preempted
 
         if isinstance(exc, Preempted):
-            print("terminated (SIGTERM): the run is marked KILLED", file=sys.stderr)
-            return 143
+            print(f"stopped ({exc}): the run is marked KILLED", file=sys.stderr)
+            return exc.exit_code
         print("interrupted", file=sys.stderr)
         return 130
 

@@ -318,6 +318,12 @@ class TrialLogger:
         self.run_id = run.info.run_id
         return self.run_id
 
+    def reopen(self, run_id: str) -> str:
+        """Continue an existing run (a resumed trial): it is RUNNING again, this its writer."""
+        retry(self.client.update_run, run_id, status="RUNNING")
+        self.run_id = run_id
+        return run_id
+
     def end(self, status: str = "FINISHED") -> None:
         """End the run with FINISHED, FAILED or KILLED; safe to call twice."""
         if self.run_id is None:

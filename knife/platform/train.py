@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +15,14 @@ from typing import Any
 
 import yaml
 
-from knife.platform.config import TrialConfig, parse_trial_config
+from knife.platform.checkpoints import (
+    CheckpointError,
+    restore_first_good,
+    verify_checkpoint,
+    write_checkpoint,
+)
+from knife.platform.config import ConfigError, TrialConfig, load_yaml, parse_trial_config
+from knife.platform.preemption import Preempted, StopRequest
 from knife.platform.tracking import (
     TrialLogger,
     resolve_tracking_uri,
@@ -27,6 +32,10 @@ from knife.platform.trial_loop import TrialProgress, finish_trial, train_to_budg
 from knife.policies import metric_keys as mk
 
 DEFAULT_EXPERIMENT = "train"
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"  # the MLflow run of this folder, for --resume
+CHECKPOINT_DIR = "checkpoint"  # written at the end and on a stop notice
+ATTEMPTS_TAG = "knife.attempts"
 
 
 def run_dir_name(cfg: TrialConfig) -> str:
@@ -55,14 +64,16 @@ def make_run_dir(runs_dir: Path, experiment: str, name: str) -> Path:
 class ProgressBar:
     """tqdm bar over env steps (a trial-loop hook); a no-op when disabled."""
 
-    def __init__(self, total: int, enabled: bool, desc: str) -> None:
+    def __init__(self, total: int, enabled: bool, desc: str, initial: int = 0) -> None:
         self.bar = None
+        self.total = total
+        self.shown = min(initial, total)
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True)
-        self.total = total
-        self.shown = 0
+            self.bar = tqdm(
+                total=total, initial=self.shown, unit="step", desc=desc, dynamic_ncols=True
+            )
 
     def __call__(self, progress: TrialProgress, done: bool) -> None:
         if self.bar is None:
@@ -111,79 +122,162 @@ def run_trial(
     runs_dir = Path(runs_dir).expanduser().resolve()
     tracking_uri = resolve_tracking_uri(runs_dir, tracking_uri)
     run_dir = make_run_dir(runs_dir, experiment, run_dir_name(cfg))
-    config_file = run_dir / "config.yaml"
+    config_file = run_dir / CONFIG_FILE
     config_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
-    t0 = time.monotonic()
-    with TrialLogger(
-        tracking_uri, experiment, run_name=run_dir.name, tags=trial_tags(cfg)
-    ) as logger:
-        logger.set_tags({"run_dir": str(run_dir)})
+    logger = TrialLogger(tracking_uri, experiment, run_name=run_dir.name, tags=trial_tags(cfg))
+    logger.start()
+    record = {"mlflow_run_id": logger.run_id, "experiment": experiment}
+    (run_dir / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        logger.set_tags({"run_dir": str(run_dir), ATTEMPTS_TAG: 1})
         logger.log_params(cfg.to_dict())
         logger.log_artifact(config_file)
-        done, checkpoint = _train_with_ray(cfg, run_dir, logger, progress, address)
+    except BaseException:
+        logger.end("FAILED")
+        raise
+    return _run(cfg, run_dir, logger, progress, address, echo, attempt=1, resume=False)
+
+
+def resume_trial(
+    run_dir: Path,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+    *,
+    address: str | None = None,
+    echo: bool = True,
+) -> dict[str, Any]:
+    """Continue a `knife train` run folder from its checkpoint to its budget, in the same
+    MLflow run. A run already FINISHED is not trained again (its summary is returned).
+    Everything is checked before Ray starts: the folder, its config, its run, its checkpoint."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume: no run folder {run_dir}")
+    cfg = parse_trial_config(load_yaml(run_dir / CONFIG_FILE))
+    try:
+        record = json.loads((run_dir / RUN_FILE).read_text())
+        run_id, experiment = record["mlflow_run_id"], record["experiment"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"--resume: {run_dir / RUN_FILE} is missing or unreadable ({type(exc).__name__}); "
+            "it names the folder's MLflow run"
+        ) from None
+    # The folder sits at <runs_dir>/<experiment>/<name>: the same default store as train.
+    tracking_uri = resolve_tracking_uri(run_dir.parents[1], tracking_uri)
+    logger = TrialLogger(tracking_uri, experiment, run_name=run_dir.name)
+    try:
+        run = logger.client.get_run(run_id)
+    except Exception as exc:
+        raise ConfigError(
+            f"--resume: MLflow run {run_id} of {run_dir} is not in {tracking_uri} "
+            f"({type(exc).__name__}); pass the --tracking-uri it was trained with"
+        ) from None
+    if run.info.status == "FINISHED":
+        print(f"knife: run {run_id} ({run_dir.name}) is FINISHED; not training it again")
+        summary_file = run_dir / "summary.json"
+        return json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    try:
+        verify_checkpoint(run_dir / CHECKPOINT_DIR)
+    except CheckpointError as exc:
+        raise ConfigError(
+            f"--resume: cannot continue {run_dir.name}: {exc}. Start it again from scratch: "
+            f"knife train {run_dir / CONFIG_FILE}"
+        ) from None
+    attempt = int(run.data.tags.get(ATTEMPTS_TAG, "1")) + 1
+    logger.reopen(run_id)
+    logger.set_tags({ATTEMPTS_TAG: attempt})
+    return _run(cfg, run_dir, logger, progress, address, echo, attempt=attempt, resume=True)
+
+
+def _run(
+    cfg: TrialConfig,
+    run_dir: Path,
+    logger: TrialLogger,
+    show_progress: bool,
+    address: str | None,
+    echo: bool,
+    *,
+    attempt: int,
+    resume: bool,
+) -> dict[str, Any]:
+    """Train, then write the summary; the run ends FINISHED, KILLED (a stop notice or Ctrl-C)
+    or FAILED."""
+    t0 = time.monotonic()
+    try:
+        done = _train_with_ray(cfg, run_dir, logger, show_progress, address, resume)
         wall = round(time.monotonic() - t0, 3)
-        extra = {"attempts": 1, "wall_seconds": wall, "run_dir": str(run_dir)}
+        extra = {"attempts": attempt, "wall_seconds": wall, "run_dir": str(run_dir)}
         summary = finish_trial(
             cfg,
             logger,
             done,
             title=f"{run_dir.name}  ({cfg.algorithm}, method {cfg.plasticity['method']})",
-            extra={**extra, "checkpoint": checkpoint},
+            extra={**extra, "checkpoint": str(run_dir / CHECKPOINT_DIR)},
             summary_file=run_dir / "summary.json",
         )
         logger.log_metrics({"wall_seconds": wall}, step=done.env_steps)
+    except KeyboardInterrupt:
+        logger.end("KILLED")
+        raise
+    except BaseException:
+        logger.end("FAILED")
+        raise
+    logger.end("FINISHED")
     if echo:
         print(json.dumps(summary, indent=2), flush=True)
     return summary
 
 
-class Preempted(KeyboardInterrupt):
-    """SIGTERM: the machine is being taken away (a cloud provider's preemption notice).
-
-    A KeyboardInterrupt, so it takes the Ctrl-C path: the trial checkpoints, its MLflow run
-    ends KILLED and `knife` exits with 143 (128 + SIGTERM) instead of a C stack dump."""
-
-
-def _raise_preempted(signum: int, frame: object) -> None:
-    raise Preempted()
-
-
 def _train_with_ray(
-    cfg: TrialConfig, run_dir: Path, logger: TrialLogger, progress: bool, address: str | None
-) -> tuple[TrialProgress, str]:
+    cfg: TrialConfig,
+    run_dir: Path,
+    logger: TrialLogger,
+    show_progress: bool,
+    address: str | None,
+    resume: bool,
+) -> TrialProgress:
     from knife.platform.algorithm_factory import build_algorithm
     from knife.platform.ray_runtime import start_ray, stop_ray
 
     # Before Ray's start-up (a notice may come at any time) and again after it, since it
-    # installs handlers of its own; only the main thread can.
-    previous = None
-    main_thread = threading.current_thread() is threading.main_thread()
-    if main_thread:
-        previous = signal.signal(signal.SIGTERM, _raise_preempted)
+    # installs a SIGTERM handler of its own.
+    stop = StopRequest()
+    restore_handlers = stop.install()
     started = start_ray(address=address)
-    if main_thread:
-        signal.signal(signal.SIGTERM, _raise_preempted)
+    stop.install()
+    checkpoint = run_dir / CHECKPOINT_DIR
     algo = None
-    bar = ProgressBar(cfg.steps, progress, desc=f"{cfg.algorithm} {cfg.env}")
+    bar = None
+    progress = TrialProgress()
     try:
         algo = build_algorithm(cfg)
-        done = train_to_budget(algo, cfg, logger, TrialProgress(), hooks=[bar])
+        if resume:
+            rebuild = lambda: build_algorithm(cfg)  # noqa: E731
+            algo, restored = restore_first_good(algo, [checkpoint], rebuild)
+            progress = restored or progress
+            logger.set_tags({"knife.restored_from_iteration": progress.iteration})
+        desc = f"{cfg.algorithm} {cfg.env}"
+        bar = ProgressBar(cfg.steps, show_progress, desc=desc, initial=progress.env_steps)
+        train_to_budget(algo, cfg, logger, progress, hooks=[bar, stop.hook])
         bar.close()
-        # Absolute path: RLlib checkpoints restored from another folder need it.
-        checkpoint = algo.save_to_path(str(run_dir / "checkpoint"))
-        return done, str(checkpoint)
-    except KeyboardInterrupt:
-        if algo is not None:  # what was trained so far, within the grace period
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second notice must not cut it
-            path = algo.save_to_path(str(run_dir / "checkpoint"))
-            logger.set_tags({"interrupted_checkpoint": str(path)})
-            print(f"interrupted: checkpoint written to {path}", flush=True)
+        write_checkpoint(algo, progress, checkpoint)
+        return progress
+    except Preempted as exc:
+        if algo is not None and exc.at_boundary:  # a whole iteration: worth keeping
+            write_checkpoint(algo, progress, checkpoint)
+            logger.set_tags(
+                {"interrupted_checkpoint": str(checkpoint), "knife.stopped_at": progress.iteration}
+            )
+            print(
+                f"knife: stopped at iteration {progress.iteration} ({progress.env_steps} env "
+                f"steps); checkpoint {checkpoint}; continue with: knife train --resume {run_dir}",
+                flush=True,
+            )
         raise
     finally:
-        bar.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if bar is not None:
+            bar.close()
+        restore_handlers()
         if algo is not None:
             algo.stop()
         if started:

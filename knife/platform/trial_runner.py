@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from knife.platform.checkpoints import checkpoint_candidates, restore_first_good, write_checkpoint
 from knife.platform.config import TrialConfig, parse_trial_config
 from knife.platform.sweep_config import build_trial_config, import_plugins
 from knife.platform.tracking import TrialLogger, retry, trial_tags
@@ -30,8 +31,6 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's nesting: the UI shows trials under
 TRIAL_KEY_TAG = "knife.trial_key"
 ATTEMPTS_TAG = "knife.attempts"
 NODE_TAG = "ray_node_id"  # the Ray node of the latest attempt; per attempt: knife.attempt/<n>/...
-STATE_FILE = "trial_state.json"
-ALGO_DIR = "algorithm"
 
 
 def trial_dict(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,29 +148,6 @@ def sweep_trial(config: dict[str, Any]) -> None:
         raise
 
 
-def _checkpoint_candidates(checkpoint: Any, trial_dir: str | None) -> list[Any]:
-    """Where a trial may continue from, best first: the checkpoint Tune recorded, then the
-    trial folder's own checkpoints, latest iteration first (a folder without a readable
-    state file last). The folder matters after a driver crash: Tune's saved state can lag
-    its checkpoints (or name one its rotation already deleted), and restarting from scratch
-    would retrain and re-log what is done. By iteration, not by name: a trial Tune restarts
-    without a checkpoint numbers its new ones from 0 again."""
-    out: list[Any] = [] if checkpoint is None else [checkpoint]
-    folder = Path(trial_dir) if trial_dir else None
-    if folder is not None and folder.is_dir():
-        known = getattr(checkpoint, "path", None)
-        local = [p for p in folder.glob("checkpoint_*") if p.is_dir() and str(p) != known]
-        out += sorted(local, key=lambda p: (_saved_iteration(p), p.name), reverse=True)
-    return out
-
-
-def _saved_iteration(folder: Path) -> int:
-    try:
-        return TrialProgress.from_json((folder / STATE_FILE).read_text()).iteration
-    except (OSError, ValueError, KeyError, TypeError):
-        return -1
-
-
 def trial_storage_dir(ctx: Any) -> str | None:
     """The trial's folder in the sweep's storage, where Tune writes its checkpoints, when
     that storage is a local (or mounted) file system; None for cloud storage. Not
@@ -183,43 +159,6 @@ def trial_storage_dir(ctx: Any) -> str | None:
     if not isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem):
         return None
     return storage.trial_fs_path
-
-
-def restore_first_good(
-    algo: Any, candidates: list[Any], rebuild: Any
-) -> tuple[Any, TrialProgress | None]:
-    """(algorithm, progress) restored from the first candidate that restores (a Tune
-    Checkpoint or a folder); a candidate that fails (missing, truncated, unreadable) is
-    reported and the next one tried, on a freshly built algorithm. (algo, None): nothing to
-    restore. All candidates bad: a RuntimeError that names each and why."""
-    failures = []
-    for candidate in candidates:
-        try:
-            if isinstance(candidate, Path):
-                progress = _restore_from(algo, candidate)
-            else:
-                with candidate.as_directory() as folder:
-                    progress = _restore_from(algo, Path(folder))
-        except Exception as exc:  # any unreadable checkpoint: try the next one
-            where = getattr(candidate, "path", candidate)
-            failures.append(f"{where}: {type(exc).__name__}: {exc}")
-            print(f"knife: cannot restore {where} ({type(exc).__name__}: {exc}); trying older")
-            algo.stop()
-            algo = rebuild()
-            continue
-        if failures:
-            print(f"knife: restored from {getattr(candidate, 'path', candidate)}")
-        return algo, progress
-    if failures:
-        raise RuntimeError("no checkpoint of this trial restores: " + "; ".join(failures))
-    return algo, None
-
-
-def _restore_from(algo: Any, folder: Path) -> TrialProgress:
-    # The small state file first: a folder without it is not one of ours or is incomplete.
-    progress = TrialProgress.from_json((folder / STATE_FILE).read_text())
-    algo.restore_from_path(str(folder / ALGO_DIR))
-    return progress
 
 
 def _report_finished(run: Any) -> None:
@@ -241,7 +180,7 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         logger.log_dict(cfg.to_dict(), "config.yaml")
     algo = build_algorithm(cfg)
     try:
-        candidates = _checkpoint_candidates(tune.get_checkpoint(), trial_storage_dir(ctx))
+        candidates = checkpoint_candidates(tune.get_checkpoint(), trial_storage_dir(ctx))
         algo, progress = restore_first_good(algo, candidates, lambda: build_algorithm(cfg))
         if progress is None:
             progress = TrialProgress()
@@ -285,8 +224,5 @@ def _report_with_checkpoint(algo: Any, report: dict, progress: TrialProgress) ->
     from ray import tune
 
     with tempfile.TemporaryDirectory(prefix="knife-ckpt-") as tmp:
-        folder = Path(tmp)
-        # Absolute path: RLlib restores need it.
-        algo.save_to_path(str(folder.resolve() / ALGO_DIR))
-        (folder / STATE_FILE).write_text(progress.to_json())
+        folder = write_checkpoint(algo, progress, Path(tmp) / "checkpoint")
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(folder)))

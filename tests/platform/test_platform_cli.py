@@ -145,6 +145,19 @@ def test_usage_errors(capsys):
         assert flag in out
 
 
+def test_train_resume_refuses_bad_input_before_ray(tmp_path, capsys):
+    cases = [
+        (["train"], "CONFIG: give a trial config YAML"),
+        (["train", "--resume", str(tmp_path / "nope")], "--resume: no run folder"),
+        (["train", "x.yaml", "--resume", str(tmp_path)], "--resume: continues the run as it"),
+        (["train", "--resume", str(tmp_path)], "config.yaml"),  # a folder without its config
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err, (argv, err)
+
+
 def test_runs_dir_default_and_env(monkeypatch):
     monkeypatch.delenv("KNIFE_RUNS_DIR", raising=False)
     assert cli.default_runs_dir() == Path("runs")
@@ -266,18 +279,22 @@ def test_directory_as_config_exits_2(tmp_path, capsys):
     assert err.startswith("error: ") and str(tmp_path) in err
 
 
-def test_sigterm_to_knife_train_checkpoints_and_ends_the_run_killed(tmp_path):
-    """A preempted cloud machine sends SIGTERM: no stack dump, exit 143, run KILLED, a
-    checkpoint of what was trained."""
+def test_sigterm_to_knife_train_checkpoints_and_resume_finishes_it(tmp_path):
+    """A preempted cloud machine sends SIGTERM: the trial stops after its iteration, writes
+    a verified checkpoint, ends its run KILLED, exits 143 without a stack dump; then
+    `knife train --resume RUN_DIR` finishes the same run at its budget, no step logged twice."""
     import signal
     import sqlite3
 
     from mlflow import MlflowClient
 
+    from knife.platform.checkpoints import verify_checkpoint
+
     runs = tmp_path / "runs"
+    budget = 2000
     argv = [sys.executable, "-m", "knife.platform.cli", "train"]
     argv += [str(ROOT / "tune_configs" / "train_two_step.yaml"), "--runs-dir", str(runs)]
-    argv += ["--no-progress", "--set", "steps=5000000", "--set", "name=preempted"]
+    argv += ["--no-progress", "--set", f"steps={budget}", "--set", "name=preempted"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -285,7 +302,7 @@ def test_sigterm_to_knife_train_checkpoints_and_ends_the_run_killed(tmp_path):
         deadline = time.monotonic() + 120
         n_metrics = 0
         while time.monotonic() < deadline and n_metrics < 5:  # training has started
-            time.sleep(0.5)
+            time.sleep(0.2)
             with contextlib.suppress(sqlite3.Error):
                 db = sqlite3.connect(runs / "mlflow.db")
                 n_metrics = db.execute("select count(*) from metrics").fetchone()[0]
@@ -298,10 +315,34 @@ def test_sigterm_to_knife_train_checkpoints_and_ends_the_run_killed(tmp_path):
             proc.kill()
     assert proc.returncode == 143, err
     assert "Traceback" not in err and "Fatal Python error" not in err and "*** " not in err
-    assert "terminated (SIGTERM)" in err
+    assert "stopped (SIGTERM)" in err and "knife train --resume" in out
     run_dir = runs / "train" / "preempted"
-    assert (run_dir / "checkpoint").is_dir() and any((run_dir / "checkpoint").iterdir())
+    verify_checkpoint(run_dir / "checkpoint")  # whole: every file matches its manifest
     client = MlflowClient(tracking_uri="sqlite:///" + str((runs / "mlflow.db").resolve()))
     [run] = client.search_runs(client.get_experiment_by_name("train").experiment_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["interrupted_checkpoint"] == str(run_dir / "checkpoint")
+    stopped_at = int(run.data.tags["knife.stopped_at"])
+    before = client.get_metric_history(run.info.run_id, "env_steps")
+    assert 0 < before[-1].value < budget, "the notice came after the trial had finished"
+
+    resumed = subprocess.run(
+        [*argv[:4], "--resume", str(run_dir), "--no-progress"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run = client.get_run(run.info.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["knife.attempts"] == "2"
+    assert int(run.data.tags["knife.restored_from_iteration"]) == stopped_at
+    history = client.get_metric_history(run.info.run_id, "env_steps")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) and steps == sorted(steps)  # nothing logged twice
+    assert history[-1].value == budget
+    assert json.loads((run_dir / "summary.json").read_text())["env_steps"] == budget
+    # Resuming a finished run trains nothing and says so.
+    again = subprocess.run(
+        [*argv[:4], "--resume", str(run_dir), "--no-progress"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0 and "is FINISHED; not training it again" in again.stdout
+    assert len(client.get_metric_history(run.info.run_id, "env_steps")) == len(history)

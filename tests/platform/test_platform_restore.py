@@ -1,5 +1,6 @@
-"""A sweep trial restores from the first checkpoint that restores: Tune's, then its folder's
-own, newest first (trial_runner.restore_first_good; no Ray: a stand-in algorithm)."""
+"""Checkpoints carry a manifest (size + SHA-256 of every file) and a trial restores from the
+first one that verifies, newest first (knife.platform.checkpoints; no Ray: a stand-in
+algorithm that pickles its state as RLlib does)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from knife.platform.trial_loop import TrialProgress  # noqa: E402
-from knife.platform.trial_runner import (  # noqa: E402
+from knife.platform.checkpoints import (  # noqa: E402
     ALGO_DIR,
-    STATE_FILE,
-    _checkpoint_candidates,
+    MANIFEST,
+    CheckpointError,
+    checkpoint_candidates,
     restore_first_good,
+    verify_checkpoint,
+    write_checkpoint,
 )
+from knife.platform.trial_loop import TrialProgress  # noqa: E402
 
 
 class Algo:
@@ -30,6 +34,11 @@ class Algo:
         self.restored_from = None
         self.stopped = False
 
+    def save_to_path(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "state.pkl").write_bytes(pickle.dumps({"weights": list(range(100))}))
+        return path
+
     def restore_from_path(self, path):
         with open(Path(path) / "state.pkl", "rb") as fh:
             pickle.load(fh)  # a truncated file fails here, as RLlib's restore does
@@ -39,23 +48,38 @@ class Algo:
         self.stopped = True
 
 
-def _checkpoint(folder: Path, iteration: int, truncated: bool = False) -> Path:
-    (folder / ALGO_DIR).mkdir(parents=True)
-    data = pickle.dumps({"weights": list(range(100))})
-    (folder / ALGO_DIR / "state.pkl").write_bytes(data[: len(data) // 2] if truncated else data)
+def _checkpoint(folder: Path, iteration: int, damage: str = "") -> Path:
     progress = TrialProgress(iteration=iteration, metrics={"env_steps": 10.0 * iteration})
-    (folder / STATE_FILE).write_text(progress.to_json())
+    write_checkpoint(Algo(), progress, folder)
+    state = folder / ALGO_DIR / "state.pkl"
+    data = state.read_bytes()
+    if damage == "truncated":
+        state.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":  # same size, one byte changed: only the checksum sees it
+        state.write_bytes(data[:-3] + bytes([data[-3] ^ 1]) + data[-2:])
+    elif damage == "unfinished":  # cut off before its manifest
+        (folder / MANIFEST).unlink()
     return folder
 
 
-def test_newest_good_checkpoint_wins_and_a_truncated_one_is_skipped(tmp_path, capsys):
+def test_manifest_names_the_damaged_file(tmp_path):
+    verify_checkpoint(_checkpoint(tmp_path / "good", 1))
+    with pytest.raises(CheckpointError, match=r"state\.pkl: \d+ bytes, the manifest says"):
+        verify_checkpoint(_checkpoint(tmp_path / "t", 1, "truncated"))
+    with pytest.raises(CheckpointError, match=r"state\.pkl: checksum differs"):
+        verify_checkpoint(_checkpoint(tmp_path / "f", 1, "flipped"))
+    with pytest.raises(CheckpointError, match=r"manifest\.json: missing"):
+        verify_checkpoint(_checkpoint(tmp_path / "u", 1, "unfinished"))
+
+
+def test_newest_good_checkpoint_wins_and_damaged_ones_are_skipped(tmp_path, capsys):
     _checkpoint(tmp_path / "checkpoint_000001", 1)
     _checkpoint(tmp_path / "checkpoint_000002", 2)
-    _checkpoint(tmp_path / "checkpoint_000003", 3, truncated=True)
+    _checkpoint(tmp_path / "checkpoint_000003", 3, "truncated")
     (tmp_path / "checkpoint_000004").mkdir()  # written only in part: no state file
     # A trial Tune restarted without a checkpoint numbers from 0 again: iteration 5 here.
-    _checkpoint(tmp_path / "checkpoint_000000", 5, truncated=True)
-    candidates = _checkpoint_candidates(None, str(tmp_path))
+    _checkpoint(tmp_path / "checkpoint_000000", 5, "flipped")
+    candidates = checkpoint_candidates(None, str(tmp_path))
     # Latest saved iteration first, unreadable state last.
     assert [p.name[-1] for p in candidates] == ["0", "3", "2", "1", "4"]
     first = Algo()
@@ -63,19 +87,20 @@ def test_newest_good_checkpoint_wins_and_a_truncated_one_is_skipped(tmp_path, ca
     assert progress.iteration == 2 and algo.restored_from.endswith("checkpoint_000002/algorithm")
     assert first.stopped and algo is not first  # rebuilt after a failed restore
     out = capsys.readouterr().out
-    assert "cannot restore" in out and "checkpoint_000003" in out and "UnpicklingError" in out
-    assert "restored from" in out and "checkpoint_000002" in out
+    assert "checkpoint_000000/algorithm/state.pkl: checksum differs" in out
+    assert "checkpoint_000003/algorithm/state.pkl" in out and "the manifest says" in out
+    assert "restored from" in out and "checkpoint_000002 (iteration 2)" in out
 
 
 def test_nothing_to_restore_and_all_bad(tmp_path):
     algo = Algo()
-    assert restore_first_good(algo, _checkpoint_candidates(None, str(tmp_path)), Algo) == (
+    assert restore_first_good(algo, checkpoint_candidates(None, str(tmp_path)), Algo) == (
         algo,
         None,
     )
-    _checkpoint(tmp_path / "checkpoint_000001", 1, truncated=True)
-    with pytest.raises(RuntimeError, match=r"no checkpoint of this trial restores: .*000001"):
-        restore_first_good(Algo(), _checkpoint_candidates(None, str(tmp_path)), Algo)
+    _checkpoint(tmp_path / "checkpoint_000001", 1, "truncated")
+    with pytest.raises(CheckpointError, match=r"no checkpoint of this trial restores: .*000001"):
+        restore_first_good(Algo(), checkpoint_candidates(None, str(tmp_path)), Algo)
 
 
 def test_resume_closes_its_sweeps_stale_runs_and_the_report_counts_what_it_left_out(tmp_path):

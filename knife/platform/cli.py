@@ -121,6 +121,21 @@ def _add_store_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _store_args(args: argparse.Namespace) -> list[str]:
+    """The store flags as given (for advice that repeats the command; no credentials)."""
+    from knife.platform.tracking import redact_uri
+
+    out = []
+    for flag, value in (
+        ("--runs-dir", args.runs_dir),
+        ("--tracking-uri", args.tracking_uri and redact_uri(args.tracking_uri)),
+        ("--storage-path", getattr(args, "storage_path", None)),
+    ):
+        if value:
+            out += [flag, str(value)]
+    return out
+
+
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sweep",
@@ -137,6 +152,16 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         help="Ray cluster to join (default: $RAY_ADDRESS, else embedded Ray sized to this machine)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument(
+        "--restart-trial",
+        dest="restart",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --resume: start this unfinished trial (its grid-point label, e.g. "
+        "knife-s3) again from scratch; its checkpoints are set aside and its old MLflow run "
+        "kept, KILLED (repeatable)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the expanded trial list and exit")
     _add_store_flags(p)
     p.add_argument(
@@ -158,19 +183,27 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe(sweep))
         return 0
-    from knife.platform.sweep import format_outcomes, run_sweep
+    from knife.platform.sweep import SweepStopped, format_outcomes, run_sweep
 
-    outcomes = run_sweep(
-        sweep,
-        args.runs_dir or default_runs_dir(),
-        tracking_uri=args.tracking_uri,
-        address=args.address,
-        resume=args.resume,
-        verbose=0 if args.quiet else 1,
-        num_cpus=args.num_cpus,
-        storage_path=args.storage_path,
-    )
-    print(format_outcomes(outcomes, sweep.experiment), flush=True)
+    command = " ".join(["knife sweep", args.file, *_store_args(args)])
+
+    try:
+        outcomes = run_sweep(
+            sweep,
+            args.runs_dir or default_runs_dir(),
+            tracking_uri=args.tracking_uri,
+            address=args.address,
+            resume=args.resume,
+            verbose=0 if args.quiet else 1,
+            num_cpus=args.num_cpus,
+            storage_path=args.storage_path,
+            restart=args.restart,
+        )
+    except SweepStopped as stop:
+        print(format_outcomes(stop.outcomes, sweep.experiment, command), flush=True)
+        print(f"stopped ({stop}): continue with the same command and --resume", file=sys.stderr)
+        return stop.exit_code
+    print(format_outcomes(outcomes, sweep.experiment, command), flush=True)
     return 0 if all(o.status == "TERMINATED" for o in outcomes) else 1
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 NOTICE_FILE = "knife-stop-notice"  # in the sweep's Tune folder; removed by --resume
+ACK_FILE = "knife-stopped.json"  # in a trial's folder: it stopped with a checkpoint
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -43,8 +44,11 @@ class Preempted(KeyboardInterrupt):
 class StopRequest:
     """Set once by the first notice; read by the trial loop after each iteration."""
 
-    def __init__(self, notice_file: str | Path | None = None) -> None:
-        self._event = threading.Event()
+    def __init__(
+        self, notice_file: str | Path | None = None, event: threading.Event | None = None
+    ) -> None:
+        # `event`: a notice shared with others (a worker process's own, set by its handler).
+        self._event = event if event is not None else threading.Event()
         self.signum = int(signal.SIGTERM)
         self.notice_file = Path(notice_file) if notice_file else None
 
@@ -83,10 +87,16 @@ class StopRequest:
                 flush=True,
             )
 
-        previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+        return install_handlers(on_signal)
 
-        def restore() -> None:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
-        return restore
+def install_handlers(on_signal: Callable[[int, object], None]) -> Callable[[], None]:
+    """`on_signal` for SIGTERM and SIGINT (main thread only); returns a function that puts
+    the previous handlers back."""
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    return restore

@@ -1,4 +1,4 @@
-"""`knife sweep`: a validated sweep file -> `ray.tune.Tuner` over `sweep_trial` (DESIGN 10).
+"""`knife sweep`: a validated sweep file -> `ray.tune.Tuner` over `KnifeTrial` (DESIGN 10).
 
 Order matters: validate (no Ray) -> check a cluster address is reachable -> refuse to
 overwrite a sweep / find the one to resume -> start Ray -> prepare the MLflow store (tables,
@@ -21,7 +21,7 @@ import socket
 import sqlite3
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,23 @@ import yaml
 from ray.tune import Callback
 
 from knife.platform.config import ConfigError, parse_trial_config
+from knife.platform.preemption import Preempted
 from knife.platform.sweep_config import SweepConfig, build_trial_config
+from knife.platform.sweep_resume import (
+    check_restart_labels,
+    close_stale_runs,
+    repair_tune_state,
+    restart_trials,
+)
+from knife.platform.sweep_stop import (
+    StopWhenTrialsCheckpointed,
+    clear_notice,
+    install_stop_handlers,
+    stopped_by,
+)
+from knife.platform.sweep_trainable import KnifeTrial
 from knife.platform.tracking import MlflowStore, resolve_tracking_uri, sqlite_path
-from knife.platform.trial_runner import KIND_TAG, META, sweep_trial, trial_dict
+from knife.platform.trial_runner import KIND_TAG, META, trial_dict
 
 SUMMARY_FILE = "sweep_summary.json"
 SWEEP_FILE = "sweep.yaml"
@@ -97,78 +111,6 @@ def check_address(address: str | None) -> None:
 
 # ---------------------------------------------------------------------------------------
 # The MLflow store
-
-
-def repair_tune_state(tune_path: str) -> int:
-    """Before `Tuner.restore` (local storage): Tune's saved state can name checkpoints that its
-    rotation (`keep_checkpoints`) deleted after the state was written, when the driver died in
-    between; Tune then fails the trial on every attempt ("does not exist on storage anymore").
-    Drop those from the state: the latest becomes the newest recorded one that exists, or none,
-    and then the trial continues from its folder's newest checkpoint that restores
-    (knife.platform.trial_runner). Returns how many were dropped."""
-
-    def exists(result: Any) -> bool:
-        return result is not None and Path(result.checkpoint.path).is_dir()
-
-    def drop_missing(trial: dict, manager: Any) -> int:
-        kept = [r for r in manager._checkpoint_results if exists(r)]
-        gone = len(manager._checkpoint_results) - len(kept)
-        latest = manager._latest_checkpoint_result
-        if latest is not None and not exists(latest):
-            manager._latest_checkpoint_result = kept[-1] if kept else None
-            gone += latest not in manager._checkpoint_results
-        manager._checkpoint_results = kept
-        return gone
-
-    return edit_tune_checkpoints(tune_path, drop_missing)
-
-
-def edit_tune_checkpoints(tune_path: str, edit: Callable[[dict, Any], int]) -> int:
-    """Apply `edit(trial, checkpoint_manager)` to every trial in Tune's saved experiment
-    state and save the managers back where it changed something (edit returns how many
-    records it changed). Reads Tune's own (cloudpickled) `_CheckpointManager`: tied to the
-    pinned Ray release."""
-    from ray import cloudpickle
-
-    changed_total = 0
-    for path in Path(tune_path).glob("experiment_state-*.json"):
-        data = json.loads(path.read_text())
-        changed = False
-        for entry in data.get("trial_data", []):
-            meta = json.loads(entry[1])
-            blob = meta.get("checkpoint_manager")
-            if not isinstance(blob, dict) or blob.get("_type") != "CLOUDPICKLE_FALLBACK":
-                continue
-            manager = cloudpickle.loads(bytes.fromhex(blob["value"]))
-            count = edit(json.loads(entry[0]), manager)
-            if count:
-                blob["value"] = cloudpickle.dumps(manager).hex()
-                entry[1] = json.dumps(meta)
-                changed_total += count
-                changed = True
-        if changed:
-            tmp = path.with_suffix(".repair")
-            tmp.write_text(json.dumps(data))
-            tmp.replace(path)
-    return changed_total
-
-
-def close_stale_runs(tracking_uri: str, experiment: str, sweep_name: str) -> int:
-    """Before a resume: runs of this sweep still RUNNING have no live trial (their driver is
-    gone), so they end KILLED, tagged `knife.closed_stale`; the trials Tune resumes reopen
-    theirs. Returns how many were closed."""
-    store = MlflowStore(tracking_uri)
-    experiment_id = store.experiment_id(experiment, create=False)
-    if experiment_id is None:
-        return 0
-    running = store.search_all(
-        experiment_id, f"attributes.status = 'RUNNING' and tags.sweep = '{sweep_name}'"
-    )
-    stale = [r for r in running if r.data.tags.get(KIND_TAG) != "sweep"]  # the driver's own
-    for run in stale:
-        store.retry(store.client.set_tag, run.info.run_id, "knife.closed_stale", "resume")
-        store.end_run(run.info.run_id, "KILLED")
-    return len(stale)
 
 
 def prepare_store(tracking_uri: str, experiment: str) -> str:
@@ -297,6 +239,7 @@ def param_space(
             "tracking_uri": tracking_uri,
             "plugins": list(sweep.plugins),
             "checkpoint_every": t.checkpoint_every,
+            "preempt_grace_s": t.preempt_grace_s,
             "stop": dict(t.stop),
             "resources_per_trial": t.resources_per_trial,
         },
@@ -347,11 +290,12 @@ def _new_tuner(
     """(the Tuner of a new sweep, its parent run's id)."""
     from ray import tune
 
+    tune_path = f"{storage}/{sweep.name}"
     t = sweep.tune
     sweep_id = uuid.uuid4().hex[:12]
     parent = open_sweep_run(tracking_uri, sweep, sweep_id)
     tuner = tune.Tuner(
-        tune.with_resources(sweep_trial, trial_resources),
+        tune.with_resources(KnifeTrial, trial_resources),
         param_space=param_space(sweep, tracking_uri, sweep_id, parent),
         tune_config=tune.TuneConfig(
             metric=t.metric,
@@ -368,7 +312,7 @@ def _new_tuner(
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=t.keep_checkpoints),
-            callbacks=[CloseStrandedRuns(tracking_uri)],
+            callbacks=[CloseStrandedRuns(tracking_uri), StopWhenTrialsCheckpointed(tune_path)],
             progress_reporter=progress_reporter(t.metric),
             verbose=verbose,
         ),
@@ -412,8 +356,10 @@ def run_sweep(
     verbose: int = 1,
     num_cpus: int | None = None,
     storage_path: str | None = None,
+    restart: Sequence[str] = (),
 ) -> list[TrialOutcome]:
-    """Run (or resume) a sweep to the end; returns one outcome per trial."""
+    """Run (or resume) a sweep to the end; returns one outcome per trial. `restart`: labels
+    of trials a resume starts again from scratch (`--restart-trial`)."""
     tracking_uri = resolve_tracking_uri(runs_dir, tracking_uri)
     check_tracking_uri(tracking_uri)
     exp_path = experiment_path(runs_dir, sweep)
@@ -430,6 +376,14 @@ def run_sweep(
             f"sweep {sweep.name!r} already exists at {tune_path}: pass --resume to continue "
             "it, or give the sweep another name (or remove that folder)"
         )
+    if restart and not resume:
+        raise ConfigError("--restart-trial: only with --resume (it restarts a trial of a sweep)")
+    if restart and not local:
+        raise ConfigError(
+            "--restart-trial: needs the sweep's storage on a local or mounted file system, "
+            f"not {storage}"
+        )
+    to_restart = check_restart_labels(tune_path, restart) if restart else []
     check_address(address)
 
     from knife.platform.ray_runtime import start_ray, stop_ray
@@ -446,6 +400,7 @@ def run_sweep(
             from ray import tune
 
             _warn_if_edited(sweep, exp_path)
+            clear_notice(tune_path)
             if local:
                 missing = repair_tune_state(tune_path)
                 if missing:
@@ -461,10 +416,11 @@ def run_sweep(
                     f"{sweep.name!r} KILLED (no live trial); resumed trials reopen theirs",
                     flush=True,
                 )
+            restart_trials(tune_path, to_restart, tracking_uri, sweep.experiment)
             parent = open_sweep_run(tracking_uri, sweep, None)
             tuner = Tuner.restore(
                 tune_path,
-                trainable=tune.with_resources(sweep_trial, trial_resources),
+                trainable=tune.with_resources(KnifeTrial, trial_resources),
                 resume_unfinished=True,
                 resume_errored=True,
             )
@@ -474,14 +430,19 @@ def run_sweep(
                 yaml.safe_dump(sweep_file_dict(sweep), sort_keys=False)
             )
             tuner, parent = _new_tuner(sweep, storage, tracking_uri, verbose)
+        restore_handlers = install_stop_handlers(tune_path, sweep.tune.preempt_grace_s)
         try:
             grid = tuner.fit()
         except BaseException:
             MlflowStore(tracking_uri).end_run(parent, "KILLED")
             raise
+        finally:
+            restore_handlers()
         outcomes = _outcomes(grid, tune_path)
+        stopped = stopped_by(tune_path)
         done = all(o.status == "TERMINATED" for o in outcomes)
-        MlflowStore(tracking_uri).end_run(parent, "FINISHED" if done else "FAILED")
+        status = "KILLED" if stopped else "FINISHED" if done else "FAILED"
+        MlflowStore(tracking_uri).end_run(parent, status)
     finally:
         if started:
             stop_ray()
@@ -489,7 +450,17 @@ def run_sweep(
     (exp_path / SUMMARY_FILE).write_text(
         json.dumps([asdict(o) for o in outcomes], indent=2, default=str) + "\n"
     )
+    if stopped is not None and not done:
+        raise SweepStopped(stopped.signum, outcomes)
     return outcomes
+
+
+class SweepStopped(Preempted):
+    """`knife sweep` stopped on a signal after its trials checkpointed; carries the table."""
+
+    def __init__(self, signum: int, outcomes: list[TrialOutcome]) -> None:
+        super().__init__(signum)
+        self.outcomes = outcomes
 
 
 def _warn_if_edited(sweep: SweepConfig, exp_path: Path) -> None:
@@ -551,13 +522,27 @@ def _outcomes(grid: Any, exp_path: str) -> list[TrialOutcome]:
                 env_steps=metrics.get("env_steps"),
                 test_return=metrics.get("test_return"),
                 mlflow_run_id=metrics.get("mlflow_run_id"),
-                error=None if result.error is None else str(result.error).splitlines()[0][:300],
+                error=None if result.error is None else error_line(result.error),
             )
         )
     return sorted(out, key=lambda o: o.label)
 
 
-def format_outcomes(outcomes: list[TrialOutcome], experiment: str) -> str:
+def error_line(error: BaseException) -> str:
+    """The line that says what went wrong: the exception's own (the last line of a Ray task
+    error's text; its first line only names the worker process)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:1500]
+
+
+NO_GOOD_CHECKPOINT = "no checkpoint of this trial restores"
+
+
+def format_outcomes(
+    outcomes: list[TrialOutcome], experiment: str, command: str = "knife sweep FILE"
+) -> str:
+    """The trial table the CLI prints; `command`: how this sweep was started (for the
+    restart advice of a trial without a good checkpoint)."""
     width = max([len(o.label) for o in outcomes] + [5])
     lines = [f"{'trial':{width}}  status      env_steps  test_return  mlflow_run_id"]
     for o in outcomes:
@@ -568,6 +553,9 @@ def format_outcomes(outcomes: list[TrialOutcome], experiment: str) -> str:
         )
         if o.error:
             lines.append(f"{'':{width}}  error: {o.error}")
+        if o.error and NO_GOOD_CHECKPOINT in o.error:
+            restart = f"{command} --resume --restart-trial {o.label}"
+            lines.append(f"{'':{width}}  restart it from scratch: {restart}")
     lines.append("")
     if any(o.status != "TERMINATED" for o in outcomes):
         lines.append("not all trials finished: run the same command with --resume to continue")

@@ -299,6 +299,7 @@ class TrialLogger:
         self.run_name = run_name
         self.tags = dict(tags or {})
         self.run_id: str | None = None
+        self.logged_through = -1  # env step through which the run has metrics (see reopen)
 
     @property
     def client(self) -> MlflowClient:
@@ -319,9 +320,13 @@ class TrialLogger:
         return self.run_id
 
     def reopen(self, run_id: str) -> str:
-        """Continue an existing run (a resumed trial): it is RUNNING again, this its writer."""
+        """Continue an existing run (a resumed trial): it is RUNNING again, this its writer.
+        `logged_through` becomes the last env step it has metrics for: a trial restored from
+        an older checkpoint retrains those steps, and the loop does not log them twice."""
         retry(self.client.update_run, run_id, status="RUNNING")
         self.run_id = run_id
+        steps, _ = self.store.history(run_id, "env_steps")
+        self.logged_through = int(steps[-1]) if len(steps) else -1
         return run_id
 
     def end(self, status: str = "FINISHED") -> None:

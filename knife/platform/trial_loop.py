@@ -145,7 +145,8 @@ def train_to_budget(
                 f"no new env steps in {stalled} iterations (at {progress.env_steps})"
             )
         for step, batch in progress.stream.split(metrics, records):
-            logger.log_metrics(batch, step=step)
+            if step > logger.logged_through:  # a step is logged once (retrained ones are not)
+                logger.log_metrics(batch, step=step)
         values = {**progress.report(logger.run_id), "time_total_s": progress.timer.loop_s}
         progress.stop_reason = _stop_reason(stop, values)
         done = progress.env_steps >= cfg.steps or progress.stop_reason is not None

@@ -13,13 +13,16 @@ restarts from the latest one.
 
 from __future__ import annotations
 
+import json
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from knife.platform.checkpoints import checkpoint_candidates, restore_first_good, write_checkpoint
 from knife.platform.config import TrialConfig, parse_trial_config
+from knife.platform.preemption import ACK_FILE, NOTICE_FILE, Preempted, StopRequest
 from knife.platform.sweep_config import build_trial_config, import_plugins
 from knife.platform.tracking import TrialLogger, retry, trial_tags
 from knife.platform.trial_loop import TrialProgress, finish_trial, task_names, train_to_budget
@@ -73,7 +76,7 @@ class SweepRunLogger(TrialLogger):
             self.run_id = run.info.run_id
             self.reopened = True
             self.attempt = int(run.data.tags.get(ATTEMPTS_TAG, "1")) + 1
-            retry(self.client.update_run, self.run_id, status="RUNNING")
+            self.reopen(run.info.run_id)
         else:
             tags = {**self.tags, TRIAL_KEY_TAG: self.trial_key}
             if self.parent_run_id:
@@ -161,6 +164,38 @@ def trial_storage_dir(ctx: Any) -> str | None:
     return storage.trial_fs_path
 
 
+# This worker process's own notice: set by SIGTERM to it (knife.platform.sweep_trainable),
+# which then waits for WORKER_IDLE (no trial running, or the running one has stopped with a
+# checkpoint) before it lets Ray end the process.
+WORKER_STOP = threading.Event()
+WORKER_IDLE = threading.Event()
+WORKER_IDLE.set()
+
+
+def _stop_request(trial_dir: str | None) -> StopRequest:
+    """Set by this worker's SIGTERM or by the driver's notice file (in the sweep's folder,
+    the trial folder's parent)."""
+    notice = Path(trial_dir).parent / NOTICE_FILE if trial_dir else None
+    return StopRequest(notice, event=WORKER_STOP)
+
+
+def _stop_with_checkpoint(
+    algo: Any, progress: TrialProgress, logger: SweepRunLogger, trial_dir: str
+) -> Path:
+    """A stop notice between iterations: a checkpoint in the trial's own folder (found by
+    the next attempt, newest iteration first; Tune's driver may not be listening any more),
+    the run KILLED, and the acknowledgement the driver waits for."""
+    folder = write_checkpoint(
+        algo, progress, Path(trial_dir) / f"checkpoint_stop_{progress.iteration:06d}"
+    )
+    logger.set_tags({"knife.stopped_at": progress.iteration, "interrupted_checkpoint": folder})
+    logger.end("KILLED")
+    ack = {"iteration": progress.iteration, "env_steps": progress.env_steps}
+    (Path(trial_dir) / ACK_FILE).write_text(json.dumps(ack))
+    print(f"knife: stopped at iteration {progress.iteration} on a notice; {folder}", flush=True)
+    return folder
+
+
 def _report_finished(run: Any) -> None:
     """Tell Tune a trial is done from its FINISHED MLflow run: its final values, no training,
     no write to the run."""
@@ -179,12 +214,16 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         logger.log_params(cfg.to_dict())
         logger.log_dict(cfg.to_dict(), "config.yaml")
     algo = build_algorithm(cfg)
+    trial_dir = trial_storage_dir(ctx)
+    stop = _stop_request(trial_dir)
+    grace = float(meta.get("preempt_grace_s", 20.0))
+    WORKER_IDLE.clear()
+    progress = TrialProgress()
     try:
-        candidates = checkpoint_candidates(tune.get_checkpoint(), trial_storage_dir(ctx))
-        algo, progress = restore_first_good(algo, candidates, lambda: build_algorithm(cfg))
-        if progress is None:
-            progress = TrialProgress()
-        else:
+        candidates = checkpoint_candidates(tune.get_checkpoint(), trial_dir)
+        algo, restored = restore_first_good(algo, candidates, lambda: build_algorithm(cfg))
+        if restored is not None:
+            progress = restored
             logger.set_tags({"knife.restored_from_iteration": progress.iteration})
 
         every = int(meta["checkpoint_every"])
@@ -206,9 +245,9 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
             else:
                 tune.report(report)
 
-        train_to_budget(
-            algo, cfg, logger, progress, stop=meta.get("stop") or {}, hooks=[tune_report]
-        )
+        # The stop check first: after a notice the driver may no longer collect reports.
+        hooks = [stop.hook, tune_report]
+        train_to_budget(algo, cfg, logger, progress, stop=meta.get("stop") or {}, hooks=hooks)
         if progress.stop_reason is not None:
             logger.set_tags({"knife.stopped": progress.stop_reason})
         title = f"{ctx.get_trial_name()}  ({cfg.algorithm}, method {cfg.plasticity['method']})"
@@ -216,7 +255,17 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         run_id = logger.run_id
         logger.end("FINISHED")  # before the last report: Tune may end this process after it
         _report_with_checkpoint(algo, progress.report(run_id), progress)
+    except Preempted as exc:
+        if trial_dir is None or not exc.at_boundary:
+            raise
+        _stop_with_checkpoint(algo, progress, logger, trial_dir)
+        WORKER_IDLE.set()  # a worker sent SIGTERM may exit now
+        # Returning would tell Tune the trial is done: wait for the driver to stop Tune
+        # (it ends this actor), or for this worker's exit. Past that, fail the attempt.
+        threading.Event().wait(10 * grace)
+        raise
     finally:
+        WORKER_IDLE.set()
         algo.stop()
 
 

@@ -4,8 +4,12 @@
 (local Ray workers inherit it):
 - KNIFE_FAULT_FLAG: a file; the kill happens once, by whichever process creates it first;
 - KNIFE_FAULT_TRACKING_URI: the sweep's MLflow store;
-- KNIFE_FAULT_POINT: `after_finished`: a trial's MLflow run is FINISHED and its final
-  checkpoint not yet reported to Tune (the window the driver can die in).
+- KNIFE_FAULT_POINT, where (at a checkpoint report of a trial):
+  `after_finished`: the trial's MLflow run is FINISHED and its final checkpoint not yet
+  reported to Tune (the window the driver can die in);
+  `before_any_end`: a periodic checkpoint at iteration >= 3 while no trial run has finished;
+  `during_last`: a periodic checkpoint at iteration >= 3 of the last trial (all others
+  FINISHED; KNIFE_FAULT_TRIALS says how many trials the sweep has).
 
 The driver is found as the process of this process's session whose command line is
 `knife.platform.cli sweep` (the tests start it in a session of its own).
@@ -44,13 +48,33 @@ def _kill_driver() -> None:
 _plain_report = trial_runner._report_with_checkpoint
 
 
+def _finished_runs(client, run_id: str) -> int:
+    experiment_id = client.get_run(run_id).info.experiment_id
+    found = client.search_runs([experiment_id], "attributes.status = 'FINISHED'")
+    return sum(r.data.tags.get("knife.kind") == "trial" for r in found)
+
+
+def _due(client, report, progress) -> bool:
+    point = os.environ.get("KNIFE_FAULT_POINT")
+    run = client.get_run(report["mlflow_run_id"])
+    if point == "after_finished":
+        return run.info.status == "FINISHED"
+    if run.info.status == "FINISHED" or progress.iteration < 3:
+        return False
+    finished = _finished_runs(client, report["mlflow_run_id"])
+    if point == "before_any_end":
+        return finished == 0
+    if point == "during_last":
+        return finished == int(os.environ["KNIFE_FAULT_TRIALS"]) - 1
+    return False
+
+
 def _report_with_checkpoint(algo, report, progress):
-    if os.environ.get("KNIFE_FAULT_POINT") == "after_finished":
+    if os.environ.get("KNIFE_FAULT_POINT"):
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=os.environ["KNIFE_FAULT_TRACKING_URI"])
-        run = client.get_run(report["mlflow_run_id"])
-        if run.info.status == "FINISHED" and _claim(os.environ["KNIFE_FAULT_FLAG"]):
+        if _due(client, report, progress) and _claim(os.environ["KNIFE_FAULT_FLAG"]):
             _kill_driver()
             time.sleep(120)  # never reaches Tune: the session is torn down meanwhile
     return _plain_report(algo, report, progress)

@@ -107,7 +107,7 @@ def test_resume_closes_its_sweeps_stale_runs_and_the_report_counts_what_it_left_
     from mlflow import MlflowClient
 
     from knife.platform.report import left_out_line, unfinished_counts
-    from knife.platform.sweep import close_stale_runs
+    from knife.platform.sweep_resume import close_stale_runs
     from knife.platform.tracking import MlflowStore
 
     uri = "sqlite:///" + str(tmp_path / "mlflow.db")
@@ -144,7 +144,7 @@ def test_tune_state_naming_deleted_checkpoints_is_repaired_before_resume(tmp_pat
     from ray.train import Checkpoint, CheckpointConfig
     from ray.train._internal.checkpoint_manager import _CheckpointManager, _TrainingResult
 
-    from knife.platform.sweep import repair_tune_state
+    from knife.platform.sweep_resume import repair_tune_state
 
     def state(*names):
         manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))

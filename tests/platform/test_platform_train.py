@@ -102,11 +102,14 @@ def test_loop_summary_and_mlflow(fake, tmp_path, capsys):
     run_dir = tmp_path.resolve() / "runs" / "exp" / "fake"
     algo = fake["algo"]
     assert algo.calls == 3 and algo.stopped and fake["ray"] == ["up", "down"]
-    assert algo.saved_to == str(run_dir / "checkpoint")
+    # Saved beside the checkpoint folder, then swapped in whole with its manifest.
+    assert algo.saved_to == str(run_dir / "checkpoint.partial" / "algorithm")
+    assert (run_dir / "checkpoint" / "manifest.json").is_file()
     assert summary["env_steps"] == 300 and summary["learner_updates"] == 3
     assert summary["final_test_return"] == 10.0  # call 3; NaN in between is not a test
     assert summary["final_test_win_rate"] is None  # two-step has no win
-    assert summary["run_dir"] == str(run_dir) and summary["checkpoint"] == algo.saved_to
+    assert summary["run_dir"] == str(run_dir)
+    assert summary["checkpoint"] == str(run_dir / "checkpoint")
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert "algorithm: qmix" in (run_dir / "config.yaml").read_text()
     assert json.loads(capsys.readouterr().out) == summary  # printed

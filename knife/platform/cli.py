@@ -279,7 +279,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print((result.out_dir / "report.md").read_text())
     print(f"wrote {len(result.files)} files to {result.out_dir}")
     if result.mlflow_run_id:
-        print(f"logged as MLflow run {result.mlflow_run_id} in experiment {args.experiment!r}")
+        where = args.experiment + "/report"
+        print(f"logged as MLflow run {result.mlflow_run_id} in experiment {where!r}")
     return 0
 
 

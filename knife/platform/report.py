@@ -8,8 +8,11 @@ report.md and summary.csv with PNG plots (learning curves with task boundaries a
 stagnant fraction over time per network, stagnant fraction at a task's end against the
 learning on the next task), plus runs.csv, the raw per-run, per-task values every table and
 scatter plot is computed from, and headline.csv, KNIFE against the best other method and its
-ablations (knife.platform.headline); all logged to MLflow as a report run in the same
-experiment.
+ablations (knife.platform.headline). All of it is logged to MLflow as a report run in the
+experiment `<EXPERIMENT>/report`, not among the trials (their chart view would otherwise open
+on the report's single-point charts), and each sweep run of EXPERIMENT (the trials' parent)
+gets the report's tables under its artifacts `report/` and a tag `knife.report` naming the
+report run: the report is one click from the sweep.
 
 Where the numbers come from, per run (the latest value of each metric):
 * a task of a sequence: `task/<i>/final_test_return`, `task/<i>/auc`,
@@ -568,17 +571,26 @@ def write_plots(runs: list[RunData], out: Path, reps: int, seed: int) -> list[Pa
     return files
 
 
+REPORT_SUFFIX = "/report"  # the report runs of experiment E live in experiment E/report
+REPORT_TAG = "knife.report"  # on a sweep's parent run: the latest report's experiment/run
+
+
 def _log_report(
-    store: MlflowStore, experiment_id: str, files: list[Path], rows: list[dict[str, Any]]
+    store: MlflowStore,
+    experiment: str,
+    experiment_id: str,
+    files: list[Path],
+    rows: list[dict[str, Any]],
 ) -> str:
     from mlflow.entities import Metric, RunTag
 
     client, retry = store.client, store.retry
+    report_experiment = store.experiment_id(experiment + REPORT_SUFFIX)
     run = retry(
         client.create_run,
-        experiment_id,
+        report_experiment,
         run_name=f"report-{time.strftime('%Y%m%d-%H%M%S')}",
-        tags={KIND_TAG: "report"},
+        tags={KIND_TAG: "report", "knife.reports_on": experiment},
     )
     run_id = run.info.run_id
     now = int(time.time() * 1000)
@@ -595,6 +607,13 @@ def _log_report(
         folder = "plots" if path.suffix == ".png" else None
         retry(client.log_artifact, run_id, str(path), folder)
     store.end_run(run_id, "FINISHED")
+    # Reachable from the sweep: its tables on each sweep run, and where the rest is.
+    link = f"{report_experiment}/{run_id}"
+    for sweep in store.search_all(experiment_id, f"tags.`{KIND_TAG}` = 'sweep'"):
+        retry(client.set_tag, sweep.info.run_id, REPORT_TAG, link)
+        for path in files:
+            if path.suffix in (".md", ".csv"):
+                retry(client.log_artifact, sweep.info.run_id, str(path), "report")
     return run_id
 
 
@@ -635,5 +654,5 @@ def build_report(
     )
     files.append(md)
     files += plots
-    run_id = _log_report(store, experiment_id, files, rows) if log_to_mlflow else None
+    run_id = _log_report(store, experiment, experiment_id, files, rows) if log_to_mlflow else None
     return ReportResult(out, rows, files, len(runs), run_id)

@@ -103,13 +103,19 @@ def code_version() -> str:
 
 
 def trial_tags(cfg: TrialConfig) -> dict[str, str]:
-    """The tags DESIGN 10 asks for, so runs can be grouped in the UI and the report."""
+    """The tags DESIGN 10 asks for, so runs can be grouped in the UI ("Group by method" in
+    one click) and the report. `task`: the env, or a sequence's task names in order."""
+    if cfg.tasks is None:
+        task = cfg.env
+    else:
+        task = " -> ".join(t.get("name") or t["env"] for t in cfg.tasks["tasks"])
     return {
         "method": str(cfg.plasticity.get("method", "none")),
         "algorithm": cfg.algorithm,
         "env": cfg.env,
         "sequence": cfg.sequence_name,
         "seed": str(cfg.seed),
+        "task": task,
         "code_version": code_version(),
     }
 
@@ -300,6 +306,7 @@ class TrialLogger:
         self.tags = dict(tags or {})
         self.run_id: str | None = None
         self.logged_through = -1  # env step through which the run has metrics (see reopen)
+        self._system_monitor: Any = None
 
     @property
     def client(self) -> MlflowClient:
@@ -329,8 +336,29 @@ class TrialLogger:
         self.logged_through = int(steps[-1]) if len(steps) else -1
         return run_id
 
+    def monitor_system(self, interval_s: float) -> None:
+        """MLflow's system-metrics logging for this run (`system/cpu_utilization_percentage`,
+        `system/system_memory_usage_megabytes`, disk, network, `system/gpu_*` when a GPU is
+        seen): one sample every `interval_s` seconds from a thread, until the run ends. Its
+        step counts samples (MLflow's convention), not env steps. 0: off."""
+        if interval_s <= 0 or self.run_id is None or self._system_monitor is not None:
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(
+            self.run_id,
+            sampling_interval=interval_s,
+            resume_logging=self.logged_through >= 0,  # a reopened run continues its steps
+            tracking_uri=self.tracking_uri,
+        )
+        monitor.start()
+        self._system_monitor = monitor
+
     def end(self, status: str = "FINISHED") -> None:
         """End the run with FINISHED, FAILED or KILLED; safe to call twice."""
+        if self._system_monitor is not None:
+            self._system_monitor.finish()  # its last samples, before the run ends
+            self._system_monitor = None
         if self.run_id is None:
             return
         self.store.end_run(self.run_id, status)

@@ -120,6 +120,7 @@ def train_to_budget(
 
     stop = dict(stop or {})
     hooks = list(hooks)
+    logger.monitor_system(cfg.training.system_metrics_interval_s)
     done = progress.env_steps >= cfg.steps or progress.stop_reason is not None
     stalled = 0
     previous: float | None = None

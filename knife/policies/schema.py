@@ -137,6 +137,14 @@ class TrainingConfig:
         "where the learner runs (auto: cuda when torch sees a GPU)",
         choices=("cpu", "cuda", "auto"),
     )
+    system_metrics_interval_s: float = spec(
+        10.0,
+        float,
+        "seconds between MLflow system-metrics samples of the trial's machine (CPU, memory, "
+        "disk, network; GPU when present), logged as system/...; 0: off",
+        check=ge0,
+        allowed="a number >= 0 (0: off)",
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.SECTION)
@@ -182,9 +190,9 @@ class EvaluationConfig:
 # Keys of TrainingConfig that are RLlib's own AlgorithmConfig settings, or the platform's:
 # QMixConfig.training() takes the rest; RLlib's training() takes lr, gamma, grad_clip;
 # num_env_runners goes to .env_runners(); device is resolved by the platform into
-# .learners(num_gpus_per_learner=...).
+# .learners(num_gpus_per_learner=...); system_metrics_interval_s is the trial logger's.
 RLLIB_KEYS = ("lr", "gamma", "grad_clip", "num_env_runners")
-PLATFORM_KEYS = ("device",)
+PLATFORM_KEYS = ("device", "system_metrics_interval_s")
 # What the RLModule builds from (RLlib passes these through `model_config`).
 MODEL_KEYS = (
     "algorithm",

@@ -227,6 +227,8 @@ def test_knife_train_two_step_end_to_end(tmp_path, ray_local, monkeypatch):
             "evaluation.interval=500",
             "--set",
             "name=e2e",
+            "--set",
+            "training.system_metrics_interval_s=1",
         ]
     )
     assert rc == 0
@@ -255,6 +257,10 @@ def test_knife_train_two_step_end_to_end(tmp_path, ray_local, monkeypatch):
     assert steps and steps == sorted(steps) and steps[-1] == summary["env_steps"]
     for key in ("test_return", "loss", "epsilon", "env_steps_per_s"):
         assert key in run.data.metrics, key
+    # MLflow's system metrics, one sample a second while it trained.
+    cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert len(cpu) >= 2 and all(0 <= m.value <= 100 for m in cpu)
+    assert "system/system_memory_usage_megabytes" in run.data.metrics
 
 
 @pytest.mark.parametrize("command", ["train", "sweep"])

@@ -157,6 +157,7 @@ def test_sigterm_to_the_sweep_then_damaged_checkpoints_then_restart_trial(tmp_pa
     assert list(s1_folder.glob("set_aside_*_checkpoint_*"))  # kept, not deleted
 
 
+@pytest.mark.slow  # 35 s; outside the default suite (pytest -m slow)
 def test_sigterm_to_a_trial_worker_checkpoints_and_the_retry_continues(tmp_path):
     import psutil
 

@@ -239,7 +239,7 @@ def test_ci_sweep_one_mlflow_run_per_trial_with_tags_params_metrics_plots(ci_swe
         assert tags["algorithm"] == "qmix" and tags["sequence"] == "climb_pen"
         assert tags["env"] == "matrix:climbing" and tags["code_version"]
         assert tags["knife.attempts"] == "1" and tags["sweep"] == "ci"
-        assert tags["task/1/name"] == "penalty"
+        assert tags["task/1/name"] == "penalty" and tags["task"] == "climbing -> penalty"
         # the flattened trial config
         assert params["plasticity.method"] == tags["method"] and params["seed"] == tags["seed"]
         assert params["training.batch_size"] == "8" and params["tasks.name"] == "climb_pen"
@@ -382,14 +382,27 @@ def test_report_on_the_sweep_matches_a_hand_computation(ci_sweep):
     assert len(raw) == 4 * 2 and all(r["stagnant_agent_end"] != "" for r in raw)
     client = client_for(ci_sweep.runs)
     exp = client.get_experiment_by_name("ci")
-    reports = [
+    assert not [
         r
         for r in client.search_runs([exp.experiment_id])
         if r.data.tags.get("knife.kind") == "report"
-    ]
-    assert len(reports) == 1
+    ]  # not among the trials: their chart view stays theirs
+    report_exp = client.get_experiment_by_name("ci/report")
+    reports = client.search_runs([report_exp.experiment_id])
+    assert len(reports) == 1 and reports[0].data.tags["knife.kind"] == "report"
     arts = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
     assert {"report.md", "summary.csv", "plots"} <= arts
+    # Reachable from the sweep: its parent run names the report and carries its tables.
+    [parent] = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("knife.kind") == "sweep"
+    ]
+    assert (
+        parent.data.tags["knife.report"] == f"{report_exp.experiment_id}/{reports[0].info.run_id}"
+    )
+    on_parent = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/summary.csv"} <= on_parent
     # The report run is not a trial: a second report reads the same 4 runs.
     again = subprocess.run(
         knife_cmd(
@@ -488,6 +501,19 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
             if r.data.tags.get("knife.kind") == "sweep"
         ]
         assert parent.info.run_id in page, "the sweep's parent run is not on the experiment page"
+        # The report is one click from the sweep: its run page names it.
+        if "knife.report" not in parent.data.tags:  # this test run alone, without the report's
+            subprocess.run(
+                knife_cmd("report", "ci", "--runs-dir", str(ci_sweep.runs), "--no-progress"),
+                env=knife_env(),
+                capture_output=True,
+                timeout=300,
+                check=True,
+            )
+        page = _chromium(
+            f"{base}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}", tmp_path / "p3"
+        )
+        assert "knife.report" in page, "the sweep's run page does not link its report"
 
         ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
         compare = f'{base}/#/compare-runs?runs={ids}&experiments=["{exp.experiment_id}"]'
@@ -499,12 +525,26 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         assert "env_steps_per_s" in page and "learner_updates" in page
         assert (ARTIFACTS / "mlflow_compare_runs.png").stat().st_size > 10_000
     finally:
+        # MLflow's server, uvicorn, its job runner and huey consumers: all must go with it.
+        descendants = psutil.Process(ui.pid).children(recursive=True)
+        stopped_at = time.monotonic()
         ui.send_signal(signal.SIGTERM)
         try:
             ui.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(ui.pid, signal.SIGKILL)
-    time.sleep(1.0)
+    assert ui.returncode == 0
+    assert len(descendants) >= 2  # at least mlflow server and uvicorn were watched
+
+    def alive() -> list:
+        return [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    while alive() and time.monotonic() < stopped_at + 10:
+        time.sleep(0.2)
+    left = [p.pid for p in alive()]
+    for p in alive():
+        p.kill()
+    assert not left, f"left behind 10 s after SIGTERM to knife ui: {left}"
     with socket.socket() as s:  # the server (and its uvicorn child) went with it
         assert s.connect_ex(("127.0.0.1", port)) != 0
 

@@ -79,12 +79,13 @@ def test_redact_uri_drops_credentials():
 
 def test_trial_tags():
     tags = trial_tags(CFG)
-    assert {k: tags[k] for k in ("method", "algorithm", "env", "sequence", "seed")} == {
+    assert {k: tags[k] for k in ("method", "algorithm", "env", "sequence", "seed", "task")} == {
         "method": "none",
         "algorithm": "vdn",
         "env": "matrix:two_step",
         "sequence": "none",
         "seed": "4",
+        "task": "matrix:two_step",
     }
     assert tags["code_version"]
 

@@ -7,6 +7,7 @@ then prints where to look and how to compare runs.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 from knife.platform.config import ConfigError
 from knife.platform.tracking import ARTIFACTS_DIR, redact_uri, sqlite_path
@@ -31,7 +33,8 @@ Compare runs:
   * each run's Artifacts tab holds plots/learning_curve.png (task boundaries dashed),
     plots/stagnant_fraction.png, config.yaml and summary.json.
   * `knife report EXPERIMENT` writes IQM tables with 95% bootstrap intervals and logs them
-    as a report run in the same experiment."""
+    as a run of the experiment EXPERIMENT/report; the sweep's row carries its tables (its
+    Artifacts tab, report/) and the tag knife.report naming that run."""
 
 
 def server_command(tracking_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
@@ -87,11 +90,37 @@ def experiment_links(tracking_uri: str, url: str, experiment: str | None) -> lis
     for e in experiments:  # stores made before the tag existed open in the training layout
         if e.name != "Default":
             ensure_model_training_kind(client, e)
-    return [
-        f"  {e.name}: {url}/#/experiments/{e.experiment_id}/runs"
-        for e in experiments
-        if e.name != "Default"
-    ]
+    lines = []
+    for e in experiments:
+        if e.name == "Default":
+            continue
+        page = f"{url}/#/experiments/{e.experiment_id}/runs"
+        lines += [f"  {e.name}: {page}", f"    charts: {page}?compareRunsMode=CHART"]
+        lines += [f"    {line}" for line in sweep_compare_links(client, url, e.experiment_id)]
+    return lines
+
+
+def sweep_compare_links(client: Any, url: str, experiment_id: str) -> list[str]:
+    """One link per sweep of the experiment: MLflow's compare page of its finished trials
+    (params side by side, parallel coordinates, metric charts)."""
+    from knife.platform.trial_runner import KIND_TAG, PARENT_TAG
+
+    runs = client.search_runs([experiment_id], max_results=5000)
+    out = []
+    for sweep in (r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"):
+        trials = [
+            r.info.run_id
+            for r in runs
+            if r.data.tags.get(PARENT_TAG) == sweep.info.run_id and r.info.status == "FINISHED"
+        ]
+        if trials:
+            ids = json.dumps(trials, separators=(",", ":"))
+            query = f'runs={ids}&experiments=["{experiment_id}"]'  # as MLflow's own links
+            out.append(
+                f"compare sweep {sweep.info.run_name} ({len(trials)} trials): "
+                f"{url}/#/compare-runs?{query}"
+            )
+    return out
 
 
 def serve(

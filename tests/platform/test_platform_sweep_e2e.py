@@ -515,8 +515,23 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         )
         assert "knife.report" in page, "the sweep's run page does not link its report"
 
-        ids = json.dumps([r.info.run_id for r in runs], separators=(",", ":"))
-        compare = f'{base}/#/compare-runs?runs={ids}&experiments=["{exp.experiment_id}"]'
+        # knife ui prints the sweep's compare page and the chart view: open those links.
+        [compare] = [
+            line.split(": ", 1)[1]
+            for line in text.splitlines()
+            if line.strip().startswith("compare sweep ci (4 trials)")
+        ]
+        for run in runs:
+            assert run.info.run_id in compare
+        [charts] = [
+            line.split("charts: ", 1)[1]
+            for line in text.splitlines()
+            if f"/experiments/{exp.experiment_id}/runs?compareRunsMode=CHART" in line
+        ]
+        page = _chromium(charts, tmp_path / "p4", screenshot=ARTIFACTS / "mlflow_chart_view.png")
+        # The link opens the chart view. (Its charts follow the rows the table shows, and
+        # the trials are collapsed under their sweep row at first: issue 17 is still open.)
+        assert "Search metric charts" in page, "the printed link does not open the chart view"
         page = _chromium(compare, tmp_path / "p2", screenshot=ARTIFACTS / "mlflow_compare_runs.png")
         assert f"Comparing {len(runs)} Runs" in page
         for name in names:
@@ -593,6 +608,7 @@ def _forget_checkpoints_of_running(trial: dict, manager) -> int:
     return count
 
 
+@pytest.mark.slow  # 81 s (pytest -m slow); the default suite resumes in test_platform_preemption
 def test_resume_after_killing_the_driver(tmp_path):
     runs = tmp_path / "runs"
     raw = _two_step_sweep("resume", [0, 1, 2], steps=400)
@@ -691,6 +707,7 @@ def test_resume_after_killing_the_driver(tmp_path):
     )
 
 
+@pytest.mark.slow  # 73 s (pytest -m slow), as the fault-injection test's second point
 def test_resume_after_the_driver_died_between_finished_and_the_final_checkpoint(tmp_path):
     """The driver is SIGKILLed exactly when a trial's MLflow run is FINISHED but Tune has
     not recorded its final checkpoint (tests/platform/fault_plugin.py): --resume must not
@@ -739,6 +756,7 @@ def test_resume_after_the_driver_died_between_finished_and_the_final_checkpoint(
     assert sum('"already_finished": 1' in text for text in results) == 1
 
 
+@pytest.mark.slow  # 35 s (pytest -m slow); test_cluster_multinode retries a trial by default
 def test_failing_trial_is_retried_and_the_sweep_completes(tmp_path):
     runs = tmp_path / "runs"
     flag = tmp_path / "failed-once.flag"

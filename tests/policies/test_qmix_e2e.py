@@ -68,7 +68,15 @@ def test_remote_runner_samples_while_the_learner_updates(ray_local):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("algorithm", ["qmix", "vdn", "iql"])
+# QMIX in the default suite; VDN and IQL (45 s each) with the long runs (pytest -m slow).
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        "qmix",
+        pytest.param("vdn", marks=pytest.mark.slow),
+        pytest.param("iql", marks=pytest.mark.slow),
+    ],
+)
 def test_small_stag_hunt_beats_random(ray_local, algorithm):
     random_return = _random_return("stag_hunt", SMALL_STAG_HUNT)
     algo = _config("stag_hunt", SMALL_STAG_HUNT, algorithm=algorithm).build_algo()

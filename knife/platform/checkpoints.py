@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from knife.platform.tracking import INTERRUPTED_CHECKPOINT_TAG, STOPPED_AT_TAG
 from knife.platform.trial_loop import TrialProgress
 
 STATE_FILE = "trial_state.json"
@@ -66,6 +67,14 @@ def write_checkpoint(algo: Any, progress: TrialProgress, folder: Path) -> Path:
         folder.rename(previous)
     partial.rename(folder)
     shutil.rmtree(previous, ignore_errors=True)
+    return folder
+
+
+def stop_with_checkpoint(algo: Any, progress: TrialProgress, logger: Any, folder: Path) -> Path:
+    """A stop notice between iterations (knife.platform.preemption): the checkpoint, and the
+    run's tags saying where it stopped and where the checkpoint is."""
+    folder = write_checkpoint(algo, progress, folder)
+    logger.set_tags({STOPPED_AT_TAG: progress.iteration, INTERRUPTED_CHECKPOINT_TAG: folder})
     return folder
 
 

@@ -259,7 +259,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from knife.platform.report import build_report
+    from knife.platform.report import REPORT_SUFFIX, build_report
     from knife.platform.tracking import resolve_tracking_uri
 
     if args.reps < 100:
@@ -279,7 +279,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     print((result.out_dir / "report.md").read_text())
     print(f"wrote {len(result.files)} files to {result.out_dir}")
     if result.mlflow_run_id:
-        where = args.experiment + "/report"
+        where = args.experiment + REPORT_SUFFIX
         print(f"logged as MLflow run {result.mlflow_run_id} in experiment {where!r}")
     return 0
 

@@ -74,8 +74,6 @@ class StopRequest:
         """SIGTERM and SIGINT set this request; a second one raises Preempted at once.
         Returns a function that puts the previous handlers back (a no-op off the main
         thread, where handlers cannot be installed)."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
 
         def on_signal(signum: int, frame: object) -> None:
             if self._event.is_set():
@@ -91,8 +89,10 @@ class StopRequest:
 
 
 def install_handlers(on_signal: Callable[[int, object], None]) -> Callable[[], None]:
-    """`on_signal` for SIGTERM and SIGINT (main thread only); returns a function that puts
-    the previous handlers back."""
+    """`on_signal` for SIGTERM and SIGINT; returns a function that puts the previous handlers
+    back. Off the main thread, where Python cannot install handlers: nothing, and a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
     previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
 
     def restore() -> None:

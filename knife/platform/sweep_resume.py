@@ -96,6 +96,21 @@ def close_stale_runs(tracking_uri: str, experiment: str, sweep_name: str) -> int
     return len(stale)
 
 
+def forget_checkpoints(tune_path: str, which: Callable[[dict], bool]) -> int:
+    """Tune's saved state keeps no checkpoint for the trials `which(trial)` picks (Tune then
+    restarts them without one); returns how many records were dropped."""
+
+    def forget(trial: dict, manager: Any) -> int:
+        if not which(trial):
+            return 0
+        count = len(manager._checkpoint_results) + (manager._latest_checkpoint_result is not None)
+        manager._checkpoint_results = []
+        manager._latest_checkpoint_result = None
+        return count
+
+    return edit_tune_checkpoints(tune_path, forget)
+
+
 def saved_trials(tune_path: str) -> list[dict[str, Any]]:
     """Tune's saved trials (label, trial_id, status, sweep_id), from its latest state file."""
     states = sorted(Path(tune_path).glob("experiment_state-*.json"))
@@ -142,16 +157,7 @@ def restart_trials(
     if not trials:
         return
     ids = {t["trial_id"] for t in trials}
-
-    def forget(trial: dict, manager: Any) -> int:
-        if trial["trial_id"] not in ids:
-            return 0
-        count = len(manager._checkpoint_results) + (manager._latest_checkpoint_result is not None)
-        manager._checkpoint_results = []
-        manager._latest_checkpoint_result = None
-        return count
-
-    edit_tune_checkpoints(tune_path, forget)
+    forget_checkpoints(tune_path, lambda trial: trial["trial_id"] in ids)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     store = MlflowStore(tracking_uri)
     experiment_id = store.experiment_id(experiment, create=False)

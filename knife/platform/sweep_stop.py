@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,26 +72,25 @@ def install_stop_handlers(tune_path: str, grace_s: float) -> Callable[[], None]:
     """SIGTERM and SIGINT to the driver start the graceful stop; a second one (or any, with
     cloud storage) stops Tune at once. Returns a function that puts the previous handlers
     back (a no-op off the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
     # Tune would otherwise replace the SIGINT handler with its immediate stop.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
     def on_signal(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
-        if read_notice(tune_path) is not None or not _local(tune_path):
-            if read_notice(tune_path) is None:
-                _save_notice(tune_path, {"signal": signum, "deadline": 0.0, "stopping": True})
-            print(f"knife: {name}: stopping the sweep now", flush=True)
-            _stop_tune_now()
+        notice = read_notice(tune_path)
+        if notice is None and _local(tune_path):
+            _save_notice(tune_path, {"signal": signum, "deadline": time.time() + grace_s})
+            print(
+                f"knife: {name} received: the running trials stop after their iteration with "
+                f"a checkpoint (waiting up to {grace_s:g} s), then the sweep stops; continue it "
+                "with --resume (send the signal again to stop at once)",
+                flush=True,
+            )
             return
-        _save_notice(tune_path, {"signal": signum, "deadline": time.time() + grace_s})
-        print(
-            f"knife: {name} received: the running trials stop after their iteration with a "
-            f"checkpoint (waiting up to {grace_s:g} s), then the sweep stops; continue it with "
-            "--resume (send the signal again to stop at once)",
-            flush=True,
-        )
+        if notice is None:  # cloud storage: no trial would see it; it says why Tune stopped
+            _save_notice(tune_path, {"signal": signum, "deadline": 0.0, "stopping": True})
+        print(f"knife: {name}: stopping the sweep now", flush=True)
+        _stop_tune_now()
 
     return install_handlers(on_signal)
 

@@ -19,7 +19,13 @@ from typing import Any
 
 from ray.tune.trainable.function_trainable import wrap_function
 
-from knife.platform.trial_runner import META, WORKER_IDLE, WORKER_STOP, sweep_trial
+from knife.platform.trial_runner import (
+    META,
+    WORKER_IDLE,
+    WORKER_STOP,
+    preempt_grace_s,
+    sweep_trial,
+)
 
 _installed = False
 
@@ -48,5 +54,5 @@ class KnifeTrial(wrap_function(sweep_trial)):
     """`sweep_trial`, with the worker's SIGTERM handler installed before it starts."""
 
     def setup(self, config: dict[str, Any]) -> None:
-        _install_worker_stop(float(config[META].get("preempt_grace_s", 20.0)))
+        _install_worker_stop(preempt_grace_s(config[META]))
         super().setup(config)

@@ -45,6 +45,13 @@ RETRIES = 8
 _LOCK_MARKERS = ("database is locked", "database table is locked", "database schema is locked")
 
 
+# A trial's run, both commands: how many attempts it took, where a resumed attempt continued,
+# where a stop notice ended one (knife.platform.checkpoints.stop_with_checkpoint).
+ATTEMPTS_TAG = "knife.attempts"
+RESTORED_TAG = "knife.restored_from_iteration"
+STOPPED_AT_TAG = "knife.stopped_at"
+INTERRUPTED_CHECKPOINT_TAG = "interrupted_checkpoint"
+
 # MLflow's UI picks the experiment layout from this tag: without it a new experiment opens in
 # the GenAI layout (traces, judges, prompts); "custom_model_development" is model training.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"

@@ -18,12 +18,15 @@ import yaml
 from knife.platform.checkpoints import (
     CheckpointError,
     restore_first_good,
+    stop_with_checkpoint,
     verify_checkpoint,
     write_checkpoint,
 )
 from knife.platform.config import ConfigError, TrialConfig, load_yaml, parse_trial_config
 from knife.platform.preemption import Preempted, StopRequest
 from knife.platform.tracking import (
+    ATTEMPTS_TAG,
+    RESTORED_TAG,
     TrialLogger,
     resolve_tracking_uri,
     trial_tags,
@@ -35,7 +38,6 @@ DEFAULT_EXPERIMENT = "train"
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"  # the MLflow run of this folder, for --resume
 CHECKPOINT_DIR = "checkpoint"  # written at the end and on a stop notice
-ATTEMPTS_TAG = "knife.attempts"
 
 
 def run_dir_name(cfg: TrialConfig) -> str:
@@ -166,7 +168,7 @@ def resume_trial(
     tracking_uri = resolve_tracking_uri(run_dir.parents[1], tracking_uri)
     logger = TrialLogger(tracking_uri, experiment, run_name=run_dir.name)
     try:
-        run = logger.client.get_run(run_id)
+        run = logger.store.retry(logger.client.get_run, run_id)
     except Exception as exc:
         raise ConfigError(
             f"--resume: MLflow run {run_id} of {run_dir} is not in {tracking_uri} "
@@ -255,7 +257,7 @@ def _train_with_ray(
             rebuild = lambda: build_algorithm(cfg)  # noqa: E731
             algo, restored = restore_first_good(algo, [checkpoint], rebuild)
             progress = restored or progress
-            logger.set_tags({"knife.restored_from_iteration": progress.iteration})
+            logger.set_tags({RESTORED_TAG: progress.iteration})
         desc = f"{cfg.algorithm} {cfg.env}"
         bar = ProgressBar(cfg.steps, show_progress, desc=desc, initial=progress.env_steps)
         train_to_budget(algo, cfg, logger, progress, hooks=[bar, stop.hook])
@@ -264,10 +266,7 @@ def _train_with_ray(
         return progress
     except Preempted as exc:
         if algo is not None and exc.at_boundary:  # a whole iteration: worth keeping
-            write_checkpoint(algo, progress, checkpoint)
-            logger.set_tags(
-                {"interrupted_checkpoint": str(checkpoint), "knife.stopped_at": progress.iteration}
-            )
+            stop_with_checkpoint(algo, progress, logger, checkpoint)
             print(
                 f"knife: stopped at iteration {progress.iteration} ({progress.env_steps} env "
                 f"steps); checkpoint {checkpoint}; continue with: knife train --resume {run_dir}",

@@ -20,11 +20,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from knife.platform.checkpoints import checkpoint_candidates, restore_first_good, write_checkpoint
+from knife.platform.checkpoints import (
+    checkpoint_candidates,
+    restore_first_good,
+    stop_with_checkpoint,
+    write_checkpoint,
+)
 from knife.platform.config import TrialConfig, parse_trial_config
 from knife.platform.preemption import ACK_FILE, NOTICE_FILE, Preempted, StopRequest
-from knife.platform.sweep_config import build_trial_config, import_plugins
-from knife.platform.tracking import TrialLogger, retry, trial_tags
+from knife.platform.sweep_config import TuneOptions, build_trial_config, import_plugins
+from knife.platform.tracking import ATTEMPTS_TAG, RESTORED_TAG, TrialLogger, retry, trial_tags
 from knife.platform.trial_loop import TrialProgress, finish_trial, task_names, train_to_budget
 from knife.policies import metric_keys as mk
 
@@ -32,7 +37,6 @@ META = "knife"  # param_space key of the sweep's own settings
 KIND_TAG = "knife.kind"  # trial | sweep (a sweep's parent run) | report
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's nesting: the UI shows trials under their sweep
 TRIAL_KEY_TAG = "knife.trial_key"
-ATTEMPTS_TAG = "knife.attempts"
 NODE_TAG = "ray_node_id"  # the Ray node of the latest attempt; per attempt: knife.attempt/<n>/...
 
 
@@ -73,7 +77,6 @@ class SweepRunLogger(TrialLogger):
             return found[0].info.run_id
         if found:
             run = found[0]
-            self.run_id = run.info.run_id
             self.reopened = True
             self.attempt = int(run.data.tags.get(ATTEMPTS_TAG, "1")) + 1
             self.reopen(run.info.run_id)
@@ -172,6 +175,11 @@ WORKER_IDLE = threading.Event()
 WORKER_IDLE.set()
 
 
+def preempt_grace_s(meta: Mapping[str, Any]) -> float:
+    """The sweep's `tune.preempt_grace_s` (its default for a sweep started without it)."""
+    return float(meta.get("preempt_grace_s", TuneOptions.preempt_grace_s))
+
+
 def _stop_request(trial_dir: str | None) -> StopRequest:
     """Set by this worker's SIGTERM or by the driver's notice file (in the sweep's folder,
     the trial folder's parent)."""
@@ -185,10 +193,8 @@ def _stop_with_checkpoint(
     """A stop notice between iterations: a checkpoint in the trial's own folder (found by
     the next attempt, newest iteration first; Tune's driver may not be listening any more),
     the run KILLED, and the acknowledgement the driver waits for."""
-    folder = write_checkpoint(
-        algo, progress, Path(trial_dir) / f"checkpoint_stop_{progress.iteration:06d}"
-    )
-    logger.set_tags({"knife.stopped_at": progress.iteration, "interrupted_checkpoint": folder})
+    folder = Path(trial_dir) / f"checkpoint_stop_{progress.iteration:06d}"
+    stop_with_checkpoint(algo, progress, logger, folder)
     logger.end("KILLED")
     ack = {"iteration": progress.iteration, "env_steps": progress.env_steps}
     (Path(trial_dir) / ACK_FILE).write_text(json.dumps(ack))
@@ -216,7 +222,7 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
     algo = build_algorithm(cfg)
     trial_dir = trial_storage_dir(ctx)
     stop = _stop_request(trial_dir)
-    grace = float(meta.get("preempt_grace_s", 20.0))
+    grace = preempt_grace_s(meta)
     WORKER_IDLE.clear()
     progress = TrialProgress()
     try:
@@ -224,7 +230,7 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         algo, restored = restore_first_good(algo, candidates, lambda: build_algorithm(cfg))
         if restored is not None:
             progress = restored
-            logger.set_tags({"knife.restored_from_iteration": progress.iteration})
+            logger.set_tags({RESTORED_TAG: progress.iteration})
 
         every = int(meta["checkpoint_every"])
         # A checkpoint taken at the end (resume after the driver died between the trial's

@@ -77,16 +77,15 @@ def wait_until_up(url: str, proc: subprocess.Popen, timeout: float = STARTUP_TIM
 
 
 def experiment_links(tracking_uri: str, url: str, experiment: str | None) -> list[str]:
-    from mlflow import MlflowClient
+    from knife.platform.tracking import MlflowStore, ensure_model_training_kind
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    store = MlflowStore(tracking_uri)
+    client = store.client
     experiments = client.search_experiments()
     if experiment is not None:
         experiments = [e for e in experiments if e.name == experiment]
         if not experiments:
             raise ConfigError(f"--experiment {experiment!r}: no such experiment in the store")
-    from knife.platform.tracking import ensure_model_training_kind
-
     for e in experiments:  # stores made before the tag existed open in the training layout
         if e.name != "Default":
             ensure_model_training_kind(client, e)
@@ -96,16 +95,16 @@ def experiment_links(tracking_uri: str, url: str, experiment: str | None) -> lis
             continue
         page = f"{url}/#/experiments/{e.experiment_id}/runs"
         lines += [f"  {e.name}: {page}", f"    charts: {page}?compareRunsMode=CHART"]
-        lines += [f"    {line}" for line in sweep_compare_links(client, url, e.experiment_id)]
+        lines += [f"    {line}" for line in sweep_compare_links(store, url, e.experiment_id)]
     return lines
 
 
-def sweep_compare_links(client: Any, url: str, experiment_id: str) -> list[str]:
+def sweep_compare_links(store: Any, url: str, experiment_id: str) -> list[str]:
     """One link per sweep of the experiment: MLflow's compare page of its finished trials
     (params side by side, parallel coordinates, metric charts)."""
     from knife.platform.trial_runner import KIND_TAG, PARENT_TAG
 
-    runs = client.search_runs([experiment_id], max_results=5000)
+    runs = store.search_all(experiment_id)
     out = []
     for sweep in (r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"):
         trials = [

@@ -599,15 +599,6 @@ def _tune_state(exp_dir: Path) -> dict[str, str]:
     return out
 
 
-def _forget_checkpoints_of_running(trial: dict, manager) -> int:
-    if trial["status"] != "RUNNING":
-        return 0
-    count = len(manager._checkpoint_results)
-    manager._checkpoint_results = []
-    manager._latest_checkpoint_result = None
-    return count
-
-
 @pytest.mark.slow  # 81 s (pytest -m slow); the default suite resumes in test_platform_preemption
 def test_resume_after_killing_the_driver(tmp_path):
     runs = tmp_path / "runs"
@@ -651,9 +642,9 @@ def test_resume_after_killing_the_driver(tmp_path):
         reap(proc)
     # Tune's saved state can lag the checkpoints in a trial's folder (the worker writes the
     # folder before the driver records it): make this resume meet that case, always.
-    from knife.platform.sweep_resume import edit_tune_checkpoints
+    from knife.platform.sweep_resume import forget_checkpoints
 
-    edit_tune_checkpoints(str(exp_dir), _forget_checkpoints_of_running)
+    forget_checkpoints(str(exp_dir), lambda trial: trial["status"] == "RUNNING")
 
     before = {r.data.tags["knife.trial_key"]: r for r in trial_runs(runs, "resume")}
     finished = {k: r for k, r in before.items() if r.info.status == "FINISHED"}

@@ -76,7 +76,7 @@ def run_ours(seed: int, steps: int, workdir: Path) -> dict:
     wall, peak, _ = run_measured(cmd, ROOT, dict(os.environ))
     [summary_file] = runs.glob("train/*/summary.json")
     summary = json.loads(summary_file.read_text())
-    return _row("ours", seed, summary["env_steps"], wall, peak, summary["final_test_return"])
+    return _row("ours", seed, summary["env_steps"], wall, peak, summary["final"]["test/return"])
 
 
 def run_epymarl(seed: int, steps: int, path: Path, python: str, workdir: Path) -> dict:

@@ -17,9 +17,9 @@ report run: the report is one click from the sweep.
 Where the numbers come from, per run (the latest value of each metric):
 * a task of a sequence: `task/<i>/final_test_return`, `task/<i>/auc`,
   `task/<i>/final_test_win_rate` (the Algorithm's own per-task results);
-* a single-env run: the last `test_return` / `test_win_rate`, and the area under its logged
+* a single-env run: the last `test/return` / `test/win_rate`, and the area under its logged
   test curve divided by its span (the same definition as the per-task AUC).
-* stagnant fraction at the end of a task: the last logged `plasticity/stagnant_fraction/<net>`
+* stagnant fraction at the end of a task: the last logged `plasticity/<net>/stagnant_fraction`
   before the next task starts (before any intervention at the switch), or the run's last.
 A run without a value for a cell (stopped before that task ended) is left out of that cell;
 the `seeds` column says how many runs each number rests on.
@@ -145,12 +145,12 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
     )
     indices = _task_indices(metrics, tags)
     if not indices:  # one env, no task sequence
-        steps, values = store.history(run.info.run_id, "test_return")
+        steps, values = store.history(run.info.run_id, mk.TEST_RETURN)
         data.tasks[0] = TaskScores(
             name=tags.get("task/0/name") or tags.get("env", "task 0"),
-            final_return=_value(metrics, "test_return"),
+            final_return=_value(metrics, mk.TEST_RETURN),
             auc=curve_auc(steps, values),
-            final_win_rate=_value(metrics, "test_win_rate"),
+            final_win_rate=_value(metrics, mk.TEST_WIN_RATE),
         )
         data.test_curves[0] = (steps, values)
     else:
@@ -161,7 +161,7 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
                 auc=_value(metrics, mk.task_key(i, mk.AUC)),
                 final_win_rate=_value(metrics, mk.task_key(i, mk.FINAL_TEST_WIN_RATE)),
             )
-            curve = mk.task_key(i, mk.TEST_RETURN)
+            curve = mk.task_key(i, mk.TASK_TEST_RETURN)
             data.test_curves[i] = store.history(run.info.run_id, curve)
         data.boundaries = task_boundaries(metrics)
         for i, start in data.boundaries:

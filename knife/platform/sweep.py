@@ -31,6 +31,7 @@ import yaml
 from ray.tune import Callback
 
 from knife.platform.config import ConfigError, parse_trial_config
+from knife.platform.mlflow_views import refresh_views
 from knife.platform.preemption import Preempted
 from knife.platform.sweep_config import SweepConfig, build_trial_config
 from knife.platform.sweep_resume import (
@@ -48,6 +49,7 @@ from knife.platform.sweep_stop import (
 from knife.platform.sweep_trainable import KnifeTrial
 from knife.platform.tracking import MlflowStore, resolve_tracking_uri, sqlite_path
 from knife.platform.trial_runner import KIND_TAG, META, trial_dict
+from knife.policies import metric_keys as mk
 
 SUMMARY_FILE = "sweep_summary.json"
 SWEEP_FILE = "sweep.yaml"
@@ -197,6 +199,16 @@ class CloseStrandedRuns(Callback):
         self._close(trial, "FAILED")
 
 
+def write_compare_views(tracking_uri: str, experiment: str) -> None:
+    """The experiment's saved views in MLflow's UI, for the metrics its trials logged
+    (knife.platform.mlflow_views); a failure is reported, the sweep's results stand."""
+    try:
+        store = MlflowStore(tracking_uri)
+        refresh_views(store, store.experiment_id(experiment, create=False))
+    except Exception as exc:
+        print(f"warning: could not write the MLflow views of {experiment}: {exc}", file=sys.stderr)
+
+
 def open_sweep_run(tracking_uri: str, sweep: SweepConfig, sweep_id: str | None) -> str:
     """The sweep's parent run (knife.kind = sweep), under which its trials nest: made for a
     new sweep (`sweep_id`), found again and set RUNNING for a resumed one (None)."""
@@ -249,13 +261,8 @@ def param_space(
     }
 
 
-PROGRESS_COLUMNS = {
-    "env_steps": "env steps",
-    "task_index": "task",
-    "train_return": "train return",
-    "test_return": "test return",
-    "env_steps_per_s": "steps/s",
-}
+# Tune's table shows the result keys themselves (the names MLflow and summary.json use).
+PROGRESS_COLUMNS = (mk.ENV_STEPS, mk.TASK_INDEX, *mk.PROGRESS_KEYS, mk.ENV_STEPS_PER_S)
 
 
 def progress_reporter(metric: str) -> Any:
@@ -263,8 +270,7 @@ def progress_reporter(metric: str) -> Any:
     every result (hundreds of keys) and every trial's config."""
     from ray.tune import CLIReporter
 
-    columns = dict(PROGRESS_COLUMNS)
-    columns.setdefault(metric, metric)
+    columns = list(dict.fromkeys((*PROGRESS_COLUMNS, metric)))
     return CLIReporter(
         metric_columns=columns,
         parameter_columns={"variant/label": "grid point"},
@@ -443,6 +449,7 @@ def run_sweep(
         done = all(o.status == "TERMINATED" for o in outcomes)
         status = "KILLED" if stopped else "FINISHED" if done else "FAILED"
         MlflowStore(tracking_uri).end_run(parent, status)
+        write_compare_views(tracking_uri, sweep.experiment)
     finally:
         if started:
             stop_ray()
@@ -520,7 +527,7 @@ def _outcomes(grid: Any, exp_path: str) -> list[TrialOutcome]:
                 trial_id=trial_id,
                 status=status,
                 env_steps=metrics.get("env_steps"),
-                test_return=metrics.get("test_return"),
+                test_return=metrics.get(mk.TEST_RETURN),
                 mlflow_run_id=metrics.get("mlflow_run_id"),
                 error=None if result.error is None else error_line(result.error),
             )
@@ -544,7 +551,7 @@ def format_outcomes(
     """The trial table the CLI prints; `command`: how this sweep was started (for the
     restart advice of a trial without a good checkpoint)."""
     width = max([len(o.label) for o in outcomes] + [5])
-    lines = [f"{'trial':{width}}  status      env_steps  test_return  mlflow_run_id"]
+    lines = [f"{'trial':{width}}  status      env_steps  test/return  mlflow_run_id"]
     for o in outcomes:
         steps = "-" if o.env_steps is None else f"{o.env_steps:.0f}"
         ret = "-" if o.test_return is None else f"{o.test_return:.3g}"

@@ -39,6 +39,7 @@ from knife.platform.config import (
     require_mapping,
     unknown_key,
 )
+from knife.policies import metric_keys as mk
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "tune", "mlflow", "plugins")
 GRID_KEYS = ("methods", "seeds", "sequences", "params", "exclude")
@@ -71,7 +72,7 @@ _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 class TuneOptions:
     """How Tune runs the grid."""
 
-    metric: str = "test_return"
+    metric: str = mk.TEST_RETURN
     mode: str = "max"
     scheduler: str = "fifo"
     # None: as many trials at once as the cluster's resources allow.
@@ -379,6 +380,9 @@ def _parse_tune(raw: Any) -> TuneOptions:
     if "metric" in raw:
         if not isinstance(raw["metric"], str) or not raw["metric"]:
             raise ConfigError(f"tune.metric: must be a reported metric name, got {raw['metric']!r}")
+        renamed = mk.RENAMED.get(raw["metric"])
+        if renamed is not None:  # a sweep file written before the metric sections
+            raise ConfigError(f"tune.metric: {raw['metric']!r} is now {renamed!r}")
         values["metric"] = raw["metric"]
     if "mode" in raw:
         values["mode"] = _choice("tune.mode", raw["mode"], MODES)

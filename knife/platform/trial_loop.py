@@ -198,8 +198,8 @@ def trial_summary(
         "steps": cfg.steps,
         "env_steps": progress.env_steps,
         "learner_updates": None if learner_updates is None else int(learner_updates),
-        "final_test_return": finite_float(metrics.get(mk.TEST_RETURN)),
-        "final_test_win_rate": finite_float(metrics.get(mk.TEST_WIN_RATE)),
+        # The latest value of each progress key, under the name MLflow and Tune show.
+        "final": {key: finite_float(metrics.get(key)) for key in mk.PROGRESS_KEYS},
         "stopped": progress.stop_reason,
         "experiment": logger.experiment,
         "mlflow_run_id": logger.run_id,
@@ -257,7 +257,7 @@ def write_plots(
         curves["greedy test"] = Curve(*history(run_id, mk.TEST_RETURN))
     for i, name in names.items():
         if cfg.tasks is not None:  # each task's own curve, ending with its final test
-            curves[f"test: {name}"] = Curve(*history(run_id, mk.task_key(i, mk.TEST_RETURN)))
+            curves[f"test: {name}"] = Curve(*history(run_id, mk.task_key(i, mk.TASK_TEST_RETURN)))
         steps, values = history(run_id, mk.task_key(i, mk.RETEST_RETURN))
         if len(steps):
             curves[f"retest: {name}"] = Curve(steps, values)

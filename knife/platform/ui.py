@@ -18,18 +18,29 @@ import urllib.request
 from typing import Any
 
 from knife.platform.config import ConfigError
+from knife.platform.mlflow_views import (
+    LAYOUT_PARAM,
+    METHODS_VIEW,
+    TRIALS_VIEW,
+    VIEWS,
+    experiment_page,
+    refresh_views,
+)
 from knife.platform.tracking import ARTIFACTS_DIR, redact_uri, sqlite_path
 
 STARTUP_TIMEOUT_S = 120.0
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 COMPARE_HINT = """\
-Compare runs:
-  * experiment page: the run table has one row per trial; columns `method`, `seed`,
-    `sequence` are tags. Group rows by the `method` tag (Group by menu) to see seeds together.
-  * tick the runs to compare (e.g. all seeds of two methods) and press Compare: parallel
-    coordinates of params, and metric charts such as test_return or
-    task/<i>/final_test_return over env steps (the metric step).
+Compare runs (docs/platform.md, "Comparing methods in the MLflow UI"):
+  * the links above open the model-training layout. A sweep is one row; its trials nest
+    under it (expand the row). Tags `method`, `seed`, `sequence`, `task` are columns.
+  * "knife: every trial" opens the chart view with one line per trial, grouped by method;
+    "knife: methods" one line per method (mean over seeds). Sections: test/, train/,
+    task/<i>/, plasticity/<network>/, then counters and system/ metrics. Both are in the
+    Views menu of the experiment page.
+  * the compare link of a sweep puts its finished trials side by side (params, parallel
+    coordinates, metric charts over env steps).
   * each run's Artifacts tab holds plots/learning_curve.png (task boundaries dashed),
     plots/stagnant_fraction.png, config.yaml and summary.json.
   * `knife report EXPERIMENT` writes IQM tables with 95% bootstrap intervals and logs them
@@ -93,8 +104,11 @@ def experiment_links(tracking_uri: str, url: str, experiment: str | None) -> lis
     for e in experiments:
         if e.name == "Default":
             continue
-        page = f"{url}/#/experiments/{e.experiment_id}/runs"
-        lines += [f"  {e.name}: {page}", f"    charts: {page}?compareRunsMode=CHART"]
+        lines.append(f"  {e.name}: {experiment_page(url, e.experiment_id)}")
+        if refresh_views(store, e.experiment_id):  # its trials' metrics as they are now
+            for view in (TRIALS_VIEW, METHODS_VIEW):
+                link = experiment_page(url, e.experiment_id, view=view)
+                lines.append(f"    {VIEWS[view]}: {link}")
         lines += [f"    {line}" for line in sweep_compare_links(store, url, e.experiment_id)]
     return lines
 
@@ -154,7 +168,8 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         wait_until_up(url, proc)
-        print(f"MLflow UI: {url}   (store: {redact_uri(tracking_uri)}; Ctrl-C stops it)")
+        home = f"{url}/#/experiments?{LAYOUT_PARAM}"
+        print(f"MLflow UI: {home}   (store: {redact_uri(tracking_uri)}; Ctrl-C stops it)")
         if links:
             print("Experiments:")
             print("\n".join(links))

@@ -349,9 +349,9 @@ class QMix(Algorithm):
             self._last_test[mk.TEST_WIN_RATE] = win
         record = {k: v for k, v in self._last_test.items() if k != mk.TEST_AT}
         if self.sequence is not None:
-            record[mk.task_key(index, mk.TEST_RETURN)] = ret
+            record[mk.task_key(index, mk.TASK_TEST_RETURN)] = ret
             if win is not None:
-                record[mk.task_key(index, mk.TEST_WIN_RATE)] = win
+                record[mk.task_key(index, mk.TASK_TEST_WIN_RATE)] = win
             if self.sequence.eval_previous:
                 for task in range(index):
                     record[mk.task_key(task, mk.RETEST_RETURN)] = self._test_task(task)[0]
@@ -446,9 +446,9 @@ def result_metrics(result: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
             out[key] = float(value)
     learner = result.get(LEARNER_RESULTS, {}).get(DEFAULT_MODULE_ID, {})
-    for key in ("loss", "td_error_abs", "q_taken_mean", "target_mean", "gradients_maybe_clipped"):
+    for key in mk.LEARNER_KEYS:
         if key in learner:
-            out[key] = float(learner[key])
+            out[mk.learner_key(key)] = float(learner[key])
     # Throughput of this iteration: all its env steps over all its training-step time.
     steps, seconds = out.pop("iteration_env_steps", None), out.pop("iteration_seconds", None)
     if steps is not None and seconds:

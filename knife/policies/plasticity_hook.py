@@ -14,7 +14,7 @@ from torch import nn
 from knife.plasticity import StagnationMonitor, plasticity_metrics
 from knife.plasticity.config import PlasticityConfig
 from knife.plasticity.fresh_reference import FreshReference
-from knife.policies.metric_keys import AT_SWITCH, PLASTICITY
+from knife.policies.metric_keys import AT_SWITCH, PLASTICITY, plasticity_key
 
 PREFIX = PLASTICITY
 
@@ -132,9 +132,13 @@ class PlasticityHook:
             raw = plasticity_metrics(self._online(), batch=batch_fn, monitor=self.monitor)
         if self.fresh is not None:
             raw.update(self.fresh.metrics(raw))  # raw already holds the live fractions
-        out = {f"{PREFIX}{k}": float(v) for k, v in raw.items()}
+        networks = tuple(self.module.plasticity_networks())
+        # Named per network and per layer (`plasticity/<network>/<metric>`): one chart
+        # section each in MLflow (docs/design.md 10).
+        out = {plasticity_key(k, networks): float(v) for k, v in raw.items()}
         out.update(self._counters())
-        out.update({f"{PREFIX}last/{k}": v for k, v in self.last_summary.items()})
+        for k, v in self.last_summary.items():  # what the latest intervention changed
+            out[plasticity_key(f"last_{k}", networks)] = v
         return out
 
     def state_dict(self) -> dict[str, Any]:

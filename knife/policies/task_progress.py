@@ -73,10 +73,10 @@ class TaskProgress:
         for i, rec in enumerate(self.records):
             out[mk.task_key(i, mk.START_ENV_STEPS)] = float(rec.start_env_steps)
             if rec.tests:
-                out[mk.task_key(i, mk.TEST_RETURN)] = rec.tests[-1][1]
+                out[mk.task_key(i, mk.TASK_TEST_RETURN)] = rec.tests[-1][1]
                 out[mk.task_key(i, mk.AUC)] = rec.auc()
             if rec.win_rates:
-                out[mk.task_key(i, mk.TEST_WIN_RATE)] = rec.win_rates[-1]
+                out[mk.task_key(i, mk.TASK_TEST_WIN_RATE)] = rec.win_rates[-1]
             if rec.end_env_steps is not None and rec.tests:
                 out[mk.task_key(i, mk.FINAL_TEST_RETURN)] = rec.tests[-1][1]
                 if rec.win_rates:

@@ -80,7 +80,7 @@ def test_driver_killed_at_three_points_and_resumed_each_time(tmp_path):
         key = run.data.tags["knife.trial_key"]
         if key in finished_before:  # a finished run is never reopened
             assert run.info.run_id == finished_before[key]
-        for metric in ("env_steps", "test_return", "train_return"):
+        for metric in ("env_steps", "test/return", "train/return"):
             history = client.get_metric_history(run.info.run_id, metric)
             steps = [m.step for m in history]
             assert len(steps) == len(set(steps)), f"{run.info.run_name}: {metric} step twice"

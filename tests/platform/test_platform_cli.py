@@ -238,25 +238,25 @@ def test_knife_train_two_step_end_to_end(tmp_path, ray_local, monkeypatch):
         "algorithm",
         "env",
         "env_steps",
-        "final_test_return",
-        "final_test_win_rate",
+        "final",
         "wall_seconds",
         "mlflow_run_id",
     ):
         assert key in summary
     assert summary["algorithm"] == "qmix" and summary["env"] == "matrix:two_step"
-    assert summary["env_steps"] >= 1000 and summary["final_test_win_rate"] is None
-    assert summary["final_test_return"] is not None
+    # the final values under the names MLflow and Tune show
+    assert summary["env_steps"] >= 1000 and summary["final"]["test/win_rate"] is None
     assert (run_dir / "config.yaml").exists() and Path(summary["checkpoint"]).is_dir()
 
     client = MlflowClient(tracking_uri="sqlite:///" + str((runs / "mlflow.db").resolve()))
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["training.td_lambda"] == "0.0" and run.data.tags["algorithm"] == "qmix"
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_return")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/return")]
     assert steps and steps == sorted(steps) and steps[-1] == summary["env_steps"]
-    for key in ("test_return", "loss", "epsilon", "env_steps_per_s"):
+    for key in ("test/return", "train/loss", "train/epsilon", "train/env_steps_per_s"):
         assert key in run.data.metrics, key
+    assert summary["final"]["test/return"] == run.data.metrics["test/return"]
     # MLflow's system metrics, one sample a second while it trained.
     cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
     assert len(cpu) >= 2 and all(0 <= m.value <= 100 for m in cpu)

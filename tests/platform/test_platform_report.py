@@ -56,10 +56,10 @@ def store(tmp_path_factory):
             tags = {**base, "method": method, "seed": seed, "sequence": "none"}
             tags["env"] = "matrix:climbing"
             with TrialLogger(uri, EXPERIMENT, run_name=f"{method}-{seed}", tags=tags) as log:
-                _log_curve(log, "test_return", curve)
+                _log_curve(log, "test/return", curve)
                 stagnant = [(s, 0.1 * seed + 0.01 * s / 100) for s, _ in curve]
-                _log_curve(log, "plasticity/stagnant_fraction/agent", stagnant)
-                _log_curve(log, "plasticity/stagnant_fraction/mixer", stagnant)
+                _log_curve(log, "plasticity/agent/stagnant_fraction", stagnant)
+                _log_curve(log, "plasticity/mixer/stagnant_fraction", stagnant)
     for method, seeds in SEQ.items():
         for seed, tasks in seeds.items():
             tags = {**base, "method": method, "seed": seed, "sequence": "two"}
@@ -77,17 +77,17 @@ def store(tmp_path_factory):
                     _log_curve(
                         log, f"task/{i}/test_return", [(100 * i, 0.0), (100 * i + 100, final)]
                     )
-                _log_curve(log, "plasticity/stagnant_fraction/agent", STAGNANT[seed])
+                _log_curve(log, "plasticity/agent/stagnant_fraction", STAGNANT[seed])
     # The same method under VDN: its own rows, not pooled with QMIX's.
     tags = {**base, "algorithm": "vdn", "method": "none", "seed": 0, "sequence": "none"}
     with TrialLogger(uri, EXPERIMENT, run_name="vdn-none-0", tags={**tags, "env": "x"}) as log:
-        _log_curve(log, "test_return", [(100, -7.0), (200, -7.0)])
+        _log_curve(log, "test/return", [(100, -7.0), (200, -7.0)])
     # Not counted: an unfinished trial and an earlier report run.
     log = TrialLogger(uri, EXPERIMENT, tags={**base, "method": "none", "seed": "9"})
     log.start()
-    log.log_metrics({"test_return": 1000.0}, step=100)  # still RUNNING
+    log.log_metrics({"test/return": 1000.0}, step=100)  # still RUNNING
     with TrialLogger(uri, EXPERIMENT, tags={"knife.kind": "report"}) as rep:
-        rep.log_metrics({"test_return": -1000.0}, step=1)
+        rep.log_metrics({"test/return": -1000.0}, step=1)
     return runs
 
 

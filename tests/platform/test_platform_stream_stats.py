@@ -22,10 +22,10 @@ def _it(env_steps, test_at, test_return, task_index=None, **extra):
     """One iteration as QMix.train() gives it: the flat metrics (the latest test repeated)."""
     out = {
         "env_steps": env_steps,
-        "train_return": float(env_steps),
+        "train/return": float(env_steps),
         "loss": 0.1,
-        "test_at_env_steps": test_at,
-        "test_return": test_return,
+        "test/at_env_steps": test_at,
+        "test/return": test_return,
     }
     if task_index is not None:
         out["task_index"] = task_index
@@ -37,18 +37,18 @@ def test_single_task_tests_logged_once_at_their_step():
     stream = MetricStream()
     writes = []
     for metrics, records in (
-        (_it(100, 100, 1.0), [(100, {"test_return": 1.0})]),
+        (_it(100, 100, 1.0), [(100, {"test/return": 1.0})]),
         (_it(200, 100, 1.0), []),  # no new test: the repeated value is not logged again
-        (_it(300, 300, 2.0), [(300, {"test_return": 2.0})]),
+        (_it(300, 300, 2.0), [(300, {"test/return": 2.0})]),
         (_it(400, 300, 2.0), []),
     ):
         writes.append(stream.split(metrics, records))
-    tests = [(step, m["test_return"]) for w in writes for step, m in w if "test_return" in m]
+    tests = [(step, m["test/return"]) for w in writes for step, m in w if "test/return" in m]
     assert tests == [(100, 1.0), (300, 2.0)]
-    train = [(step, m["train_return"]) for w in writes for step, m in w if "train_return" in m]
+    train = [(step, m["train/return"]) for w in writes for step, m in w if "train/return" in m]
     assert train == [(100, 100.0), (200, 200.0), (300, 300.0), (400, 400.0)]
     # the env step of the latest test is the records' step, not a metric of its own
-    assert not any("test_at_env_steps" in m for w in writes for _, m in w)
+    assert not any("test/at_env_steps" in m for w in writes for _, m in w)
 
 
 def test_task_sequence_curves_finals_and_states():
@@ -57,7 +57,7 @@ def test_task_sequence_curves_finals_and_states():
     seq = [
         (
             _it(50, 50, 1.0, 0, **{"task/0/test_return": 1.0, **states0}),
-            [(50, {"test_return": 1.0, "task/0/test_return": 1.0})],
+            [(50, {"test/return": 1.0, "task/0/test_return": 1.0})],
         ),
         # the switch at 100: task 0's final test, then task 1's first test, same step
         (
@@ -73,12 +73,12 @@ def test_task_sequence_curves_finals_and_states():
                     **states0,
                     "task/1/test_return": -5.0,
                     "task/1/start_env_steps": 100,
-                    "plasticity/at_switch/stagnant_fraction/agent": 0.3,
+                    "plasticity/at_switch/agent/stagnant_fraction": 0.3,
                 },
             ),
             [
-                (100, {"test_return": 3.0, "task/0/test_return": 3.0}),
-                (100, {"test_return": -5.0, "task/1/test_return": -5.0}),
+                (100, {"test/return": 3.0, "task/0/test_return": 3.0}),
+                (100, {"test/return": -5.0, "task/1/test_return": -5.0}),
             ],
         ),
         (
@@ -95,10 +95,10 @@ def test_task_sequence_curves_finals_and_states():
                     "task/0/retest_return": 2.5,
                     "task/1/test_return": 4.0,
                     "task/1/start_env_steps": 100,
-                    "plasticity/at_switch/stagnant_fraction/agent": 0.3,
+                    "plasticity/at_switch/agent/stagnant_fraction": 0.3,
                 },
             ),
-            [(150, {"test_return": 4.0, "task/1/test_return": 4.0, "task/0/retest_return": 2.5})],
+            [(150, {"test/return": 4.0, "task/1/test_return": 4.0, "task/0/retest_return": 2.5})],
         ),
     ]
     points: dict[str, list] = {}
@@ -109,20 +109,20 @@ def test_task_sequence_curves_finals_and_states():
     assert points["task/0/test_return"] == [(50, 1.0), (100, 3.0)]
     assert points["task/1/test_return"] == [(100, -5.0), (150, 4.0)]
     # one point per step: at the switch, the next task's start wins the overall curve
-    assert points["test_return"] == [(50, 1.0), (100, -5.0), (150, 4.0)]
+    assert points["test/return"] == [(50, 1.0), (100, -5.0), (150, 4.0)]
     assert points["task/0/final_test_return"] == [(100, 3.0)]
     assert points["task/0/auc"] == [(100, 2.0)]
     assert points["task/1/start_env_steps"] == [(100, 100.0)]
     assert points["task_index"] == [(50, 0.0), (100, 1.0)]
     assert points["task/0/retest_return"] == [(150, 2.5)]
-    assert points["plasticity/at_switch/stagnant_fraction/agent"] == [(100, 0.3)]
+    assert points["plasticity/at_switch/agent/stagnant_fraction"] == [(100, 0.3)]
 
     # A restored stream carries on without writing a state again.
     clone = MetricStream()
     clone.load_state_dict(stream.state_dict())
     again = clone.split(*seq[-1][:1])
     assert all("task/0/final_test_return" not in batch for _, batch in again)
-    assert all("test_return" not in batch for _, batch in again)
+    assert all("test/return" not in batch for _, batch in again)
 
 
 def test_stream_needs_env_steps_and_skips_non_finite():

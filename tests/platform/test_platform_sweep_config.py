@@ -173,6 +173,8 @@ BAD = [
     (sweep_with(tune__max_concurent_trials=2), ["tune: unknown key", "max_concurrent_trials"]),
     (sweep_with(tune__max_concurrent_trials="two"), ["tune.max_concurrent_trials", "'two'"]),
     (sweep_with(tune__scheduler="pbt"), ["tune.scheduler: unknown 'pbt'", "fifo, asha"]),
+    # a metric by its name before the chart sections
+    (sweep_with(tune__metric="test_return"), ["tune.metric: 'test_return' is now 'test/return'"]),
     (sweep_with(tune__resources_per_trial={"tpu": 1}), ["tune.resources_per_trial", "tpu"]),
     (sweep_with(grid__methods=["none", "knifee"]), ["grid.methods[1]", "knifee", "knife"]),
     (sweep_with(grid__methods="none"), ["grid.methods: must be a non-empty list"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -246,27 +247,27 @@ def test_ci_sweep_one_mlflow_run_per_trial_with_tags_params_metrics_plots(ci_swe
         assert params["evaluation.interval"] == "50" and params["steps"] == str(BUDGET)
         # curated metrics: returns, per-task results, plasticity, losses, throughput
         for key in (
-            "train_return",
-            "test_return",
-            "loss",
-            "td_error_abs",
-            "epsilon",
-            "env_steps_per_s",
+            "train/return",
+            "test/return",
+            "train/loss",
+            "train/td_error_abs",
+            "train/epsilon",
+            "train/env_steps_per_s",
             "task/0/final_test_return",
             "task/1/final_test_return",
             "task/0/auc",
             "task/1/start_env_steps",
-            "plasticity/stagnant_fraction/agent",
-            "plasticity/stagnant_fraction/mixer",
+            "plasticity/agent/stagnant_fraction",
+            "plasticity/mixer/stagnant_fraction",
         ):
             assert key in metrics, key
         ray_internals = ("env_runners", "learners", "timers", "perf", "info", "config", "num_")
         assert not [k for k in metrics if k.startswith(ray_internals)]
         assert len(metrics) < 250
         # stepped by env steps: one train point per iteration of 50 one-step episodes
-        train_steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_return")]
+        train_steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/return")]
         assert train_steps == list(range(50, BUDGET + 1, 50))
-        test = client.get_metric_history(run.info.run_id, "test_return")
+        test = client.get_metric_history(run.info.run_id, "test/return")
         assert [m.step for m in test] == sorted({m.step for m in test})  # once per test
         assert metrics["task/1/start_env_steps"] == 150.0
         task0 = client.get_metric_history(run.info.run_id, "task/0/test_return")
@@ -471,7 +472,7 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         )
     try:
         deadline = time.monotonic() + 150
-        while "MLflow UI:" not in log.read_text():
+        while "Compare runs" not in log.read_text():  # its last lines
             assert ui.poll() is None, log.read_text()[-2000:]
             assert time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
@@ -491,16 +492,24 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         names = [r.info.run_name for r in runs]
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         base = f"http://127.0.0.1:{port}"
-        assert f"{base}/#/experiments/{exp.experiment_id}/runs" in text
+        [home] = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("  ci: ")]
+        layout = "workflowType=machine_learning"
+        assert home == f"{base}/#/experiments/{exp.experiment_id}/runs?{layout}"
 
-        page = _chromium(f"{base}/#/experiments/{exp.experiment_id}/runs", tmp_path / "p1")
-        # The run table shows the sweep's parent row (its trials nest under it, collapsed).
+        page = _chromium(home, tmp_path / "p1", screenshot=ARTIFACTS / "mlflow_experiment.png")
+        # The model-training layout: its navigation (runs, models), none of the GenAI one.
+        nav = set(re.findall(rf'href="#/experiments/{exp.experiment_id}/([a-z-]+)', page))
+        assert {"runs", "models"} <= nav, nav
+        genai = {"overview", "chat-sessions", "judges", "prompts", "playground", "review-queue"}
+        assert not nav & genai, f"GenAI navigation on the experiment page: {nav & genai}"
+        # The run table shows the sweep's parent row; its trials nest under it.
         [parent] = [
             r
             for r in client.search_runs([exp.experiment_id])
             if r.data.tags.get("knife.kind") == "sweep"
         ]
         assert parent.info.run_id in page, "the sweep's parent run is not on the experiment page"
+        assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in runs)
         # The report is one click from the sweep: its run page names it.
         if "knife.report" not in parent.data.tags:  # this test run alone, without the report's
             subprocess.run(
@@ -515,7 +524,7 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         )
         assert "knife.report" in page, "the sweep's run page does not link its report"
 
-        # knife ui prints the sweep's compare page and the chart view: open those links.
+        # knife ui prints the sweep's compare page and the saved chart views: open those.
         [compare] = [
             line.split(": ", 1)[1]
             for line in text.splitlines()
@@ -524,20 +533,37 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         for run in runs:
             assert run.info.run_id in compare
         [charts] = [
-            line.split("charts: ", 1)[1]
+            line[line.index("http") :]
             for line in text.splitlines()
-            if f"/experiments/{exp.experiment_id}/runs?compareRunsMode=CHART" in line
+            if line.strip().startswith("knife: every trial")
         ]
+        assert "viewStateShareKey=knife-trials" in charts and "compareRunsMode=CHART" in charts
         page = _chromium(charts, tmp_path / "p4", screenshot=ARTIFACTS / "mlflow_chart_view.png")
-        # The link opens the chart view. (Its charts follow the rows the table shows, and
-        # the trials are collapsed under their sweep row at first: issue 17 is still open.)
-        assert "Search metric charts" in page, "the printed link does not open the chart view"
+        sections = re.findall(
+            r'white-space: pre;">([^<]+)</div><div class="[^"]*"[^>]*>\((\d+)\)', page
+        )
+        shown = [name for name, _ in sections]
+        assert shown[:2] == ["test", "train"], shown  # test first, then train
+        assert {"task/0", "task/1", "plasticity/agent", "System metrics"} <= set(shown), shown
+        # Its first chart is test/return with a line for every trial of the sweep.
+        first = page.split('data-testid="experiment-view-compare-runs-card"')[1]
+        assert 'title="test/return"' in first
+        lines = set(re.findall(r">([^<>]+) \(test/return\)<", first))
+        assert lines == {r.info.run_name for r in runs}, lines
+        page = _chromium(
+            charts.replace("knife-trials", "knife-methods"),
+            tmp_path / "p5",
+            screenshot=ARTIFACTS / "mlflow_methods_view.png",
+        )
+        first = page.split('data-testid="experiment-view-compare-runs-card"')[1]
+        lines = set(re.findall(r">([^<>]+) \(test/return\)<", first))
+        assert lines == {"none", "knife"}, lines  # one line per method: the mean of its seeds
         page = _chromium(compare, tmp_path / "p2", screenshot=ARTIFACTS / "mlflow_compare_runs.png")
         assert f"Comparing {len(runs)} Runs" in page
         for name in names:
             assert name in page, f"run {name} not on the compare page"
         # the metric table (alphabetical; rows further down render on scroll)
-        assert "env_steps_per_s" in page and "learner_updates" in page
+        assert "episodes" in page and "learner_updates" in page
         assert (ARTIFACTS / "mlflow_compare_runs.png").stat().st_size > 10_000
     finally:
         # MLflow's server, uvicorn, its job runner and huey consumers: all must go with it.

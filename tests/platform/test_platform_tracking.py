@@ -101,7 +101,7 @@ def test_run_params_tags_metrics_read_back(uri, tmp_path):
         log.log_params({**CFG.to_dict(), "long": long_value, "many": many})
         log.log_metrics(
             {
-                "train_return": 1.0,
+                "train/return": 1.0,
                 "loss": 0.5,
                 "none": None,
                 "nan": float("nan"),
@@ -109,7 +109,7 @@ def test_run_params_tags_metrics_read_back(uri, tmp_path):
             },
             step=100,
         )
-        log.log_metrics({"train_return": 2.0, "test_return": 7.5}, step=250)
+        log.log_metrics({"train/return": 2.0, "test/return": 7.5}, step=250)
         log.log_dict({"a": 1}, "summary.json")
         log.log_dict({"b": [1, 2]}, "cfg/config.yaml")
         (tmp_path / "note.txt").write_text("hi")
@@ -126,9 +126,9 @@ def test_run_params_tags_metrics_read_back(uri, tmp_path):
     assert params["many.p249"] == "249"
     assert run.data.tags["algorithm"] == "vdn" and run.data.tags["seed"] == "4"
     assert run.data.tags["method"] == "none" and "code_version" in run.data.tags
-    history = c.get_metric_history(run_id, "train_return")
+    history = c.get_metric_history(run_id, "train/return")
     assert [(m.step, m.value) for m in history] == [(100, 1.0), (250, 2.0)]
-    assert [(m.step, m.value) for m in c.get_metric_history(run_id, "test_return")] == [(250, 7.5)]
+    assert [(m.step, m.value) for m in c.get_metric_history(run_id, "test/return")] == [(250, 7.5)]
     assert not {"none", "nan", "inf"} & set(run.data.metrics)
     arts = {a.path for a in c.list_artifacts(run_id)}
     assert {"summary.json", "cfg", "note.txt"} <= arts
@@ -220,7 +220,7 @@ def _writer(uri: str, index: int, queue) -> None:
         ) as log:
             log.log_params({"training": {"lr": 0.001 * (index + 1)}, "index": index})
             for step in range(1, 31):
-                log.log_metrics({"train_return": float(step), "loss": 1.0 / step}, step=step * 10)
+                log.log_metrics({"train/return": float(step), "loss": 1.0 / step}, step=step * 10)
             queue.put((index, log.run_id))
     except BaseException as exc:  # report, do not hang the parent
         queue.put((index, f"ERROR {type(exc).__name__}: {exc}"))
@@ -243,7 +243,7 @@ def test_concurrent_writers_on_a_fresh_sqlite_store(fresh_uri):
     for index, run_id in results.items():
         run = c.get_run(run_id)
         assert run.info.status == "FINISHED" and run.data.params["index"] == str(index)
-        history = c.get_metric_history(run_id, "train_return")
+        history = c.get_metric_history(run_id, "train/return")
         assert sorted(m.step for m in history) == [s * 10 for s in range(1, 31)]
 
 

@@ -37,20 +37,20 @@ class FakeAlgo:
         steps = 100 * self.calls
         out = {
             "env_steps": steps,
-            "train_return": float(self.calls),
+            "train/return": float(self.calls),
             "loss": 0.1,
-            "epsilon": 0.5,
-            "env_steps_per_s": 1000.0,
+            "train/epsilon": 0.5,
+            "train/env_steps_per_s": 1000.0,
             "learner_updates": self.calls,
             "td_error_abs": 0.2,
         }
         # As QMix.train(): a test record when a test runs (every other iteration here);
         # the flat result repeats the latest test until the next one.
         tested = self.calls if self.calls % 2 else self.calls - 1
-        out["test_return"] = 7.0 + tested
-        out["test_at_env_steps"] = 100 * tested
+        out["test/return"] = 7.0 + tested
+        out["test/at_env_steps"] = 100 * tested
         if tested == self.calls:
-            out["test_records"] = [(100 * tested, {"test_return": 7.0 + tested})]
+            out["test_records"] = [(100 * tested, {"test/return": 7.0 + tested})]
         return out
 
     def save_to_path(self, path):
@@ -106,8 +106,8 @@ def test_loop_summary_and_mlflow(fake, tmp_path, capsys):
     assert algo.saved_to == str(run_dir / "checkpoint.partial" / "algorithm")
     assert (run_dir / "checkpoint" / "manifest.json").is_file()
     assert summary["env_steps"] == 300 and summary["learner_updates"] == 3
-    assert summary["final_test_return"] == 10.0  # call 3; NaN in between is not a test
-    assert summary["final_test_win_rate"] is None  # two-step has no win
+    assert summary["final"]["test/return"] == 10.0  # call 3; NaN in between is not a test
+    assert summary["final"]["test/win_rate"] is None  # two-step has no win
     assert summary["run_dir"] == str(run_dir)
     assert summary["checkpoint"] == str(run_dir / "checkpoint")
     assert json.loads((run_dir / "summary.json").read_text()) == summary
@@ -124,13 +124,13 @@ def test_loop_summary_and_mlflow(fake, tmp_path, capsys):
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/learning_curve.png", "plots/stagnant_fraction.png"}
     assert run.data.tags["run_dir"] == str(run_dir)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_return")] == [
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/return")] == [
         100,
         200,
         300,
     ]
     assert [
-        (m.step, m.value) for m in client.get_metric_history(run.info.run_id, "test_return")
+        (m.step, m.value) for m in client.get_metric_history(run.info.run_id, "test/return")
     ] == [
         (100, 8.0),
         (300, 10.0),
@@ -146,20 +146,20 @@ def test_win_rate_is_kept_when_present(fake, tmp_path):
         [
             {
                 "env_steps": 200,
-                "test_return": 1.0,
-                "test_win_rate": 0.25,
-                "test_records": [(150, {"test_return": 1.0, "test_win_rate": 0.25})],
+                "test/return": 1.0,
+                "test/win_rate": 0.25,
+                "test_records": [(150, {"test/return": 1.0, "test/win_rate": 0.25})],
             },
             {
                 "env_steps": 400,
-                "test_return": 2.0,
-                "test_win_rate": 0.5,
-                "test_records": [(350, {"test_return": 2.0, "test_win_rate": 0.5})],
+                "test/return": 2.0,
+                "test/win_rate": 0.5,
+                "test_records": [(350, {"test/return": 2.0, "test/win_rate": 0.5})],
             },
         ]
     )
     summary = train.run_trial(CFG, tmp_path / "runs", progress=False, echo=False)
-    assert summary["final_test_win_rate"] == 0.5 and summary["final_test_return"] == 2.0
+    assert summary["final"]["test/win_rate"] == 0.5 and summary["final"]["test/return"] == 2.0
 
 
 def test_failure_ends_run_failed_and_keeps_files(fake, tmp_path):
@@ -192,6 +192,6 @@ def test_stalled_env_steps_stop_the_loop(fake, tmp_path, monkeypatch):
 
 
 def test_missing_env_steps_is_an_error(fake, tmp_path):
-    fake["algo"] = FakeAlgo([{"train_return": 1.0}])
+    fake["algo"] = FakeAlgo([{"train/return": 1.0}])
     with pytest.raises(RuntimeError, match="env_steps"):
         train.run_trial(CFG, tmp_path / "runs", progress=False, echo=False)

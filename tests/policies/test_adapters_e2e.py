@@ -33,6 +33,6 @@ def test_qmix_runs_end_to_end(ray_local, env, env_config):
         algo.stop()
     assert metrics["env_steps"] >= 400
     assert metrics["learner_updates"] >= 1
-    assert metrics["test_at_env_steps"] >= 200
+    assert metrics["test/at_env_steps"] >= 200
     if env.startswith("smax:"):
-        assert 0.0 <= metrics["test_win_rate"] <= 1.0
+        assert 0.0 <= metrics["test/win_rate"] <= 1.0

@@ -42,7 +42,7 @@ def test_qmix_solves_the_two_step_game(ray_local):
         metrics = _train(algo, 6000)
     finally:
         algo.stop()
-    assert metrics["test_return"] == pytest.approx(8.0)
+    assert metrics["test/return"] == pytest.approx(8.0)
 
 
 @pytest.mark.e2e
@@ -59,7 +59,7 @@ def test_remote_runner_samples_while_the_learner_updates(ray_local):
         )
     finally:
         algo.stop()
-    assert metrics["test_return"] == pytest.approx(8.0)
+    assert metrics["test/return"] == pytest.approx(8.0)
     # Every collected episode reached the buffer; one update per episode past the first 31.
     assert len(algo.replay_buffer) == metrics["episodes"]
     assert metrics["learner_updates"] == metrics["episodes"] - 31
@@ -86,7 +86,7 @@ def test_small_stag_hunt_beats_random(ray_local, algorithm):
         algo.stop()
     # Random play catches the stag in well under 1 episode of 10; a learned team in most.
     assert random_return < 1.0
-    assert metrics["test_return"] >= random_return + 3.0, metrics
+    assert metrics["test/return"] >= random_return + 3.0, metrics
 
 
 @pytest.mark.e2e

@@ -35,7 +35,7 @@ def test_matrix_sequence_switches_with_knife_at_the_boundary(ray_local):
         before = _train(algo, 500)
         assert before["task_index"] == 0
         assert before["plasticity/interventions"] == 0
-        assert "plasticity/stagnant_fraction/agent" in before  # logged during training
+        assert "plasticity/agent/stagnant_fraction" in before  # logged during training
         episodes_task0 = algo.counters["episodes"]
         runner = algo.env_runner_group.local_env_runner
         # Padded: task A's third action is never available, so never taken.
@@ -47,7 +47,7 @@ def test_matrix_sequence_switches_with_knife_at_the_boundary(ray_local):
     # Each test arrives once, as a record at the env step it ran: at the switch the final
     # test of task 0 and the first test of task 1; after it, task 0 is re-tested.
     steps = [step for step, _ in records]
-    assert steps == sorted(steps) and all(r["test_return"] is not None for _, r in records)
+    assert steps == sorted(steps) and all(r["test/return"] is not None for _, r in records)
     at_switch = [r for step, r in records if abs(step - after["task/1/start_env_steps"]) < 1]
     assert [sorted(k for k in r if k.startswith("task/")) for r in at_switch] == [
         ["task/0/test_return"],

@@ -238,7 +238,9 @@ def param_space(
     from ray import tune
 
     t = sweep.tune
-    variants = [{"label": s.label, "overrides": s.overrides} for s in sweep.trials()]
+    variants = [
+        {"label": s.label, "overrides": s.overrides, "tags": s.tags} for s in sweep.trials()
+    ]
     for v in variants:  # choice axes are drawn below, not fixed by the grid point
         for axis in sweep.choice_axes:
             v["overrides"].pop(axis.target, None)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import importlib
 import itertools
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -42,7 +43,11 @@ from knife.platform.config import (
 from knife.policies import metric_keys as mk
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "tune", "mlflow", "plugins")
-GRID_KEYS = ("methods", "seeds", "sequences", "params", "exclude")
+GRID_KEYS = ("methods", "seeds", "sequences", "params", "exclude", "scratch")
+# Run tags that mark a trial as the scratch reference of one task (issue 16).
+ROLE_TAG, SCRATCH_TASK_TAG = "knife.role", "knife.scratch_task"
+# The switch protocol under which a fresh network on task k alone has task k's schedule.
+SCRATCH_PROTOCOL = {"reanneal_epsilon": True, "buffer_on_switch": "flush"}
 TUNE_KEYS = (
     "metric",
     "mode",
@@ -64,6 +69,7 @@ MODES = ("max", "min")
 AXIS_KINDS = ("grid", "choice")
 # Axis -> the trial-config key it sets.
 AXIS_TARGET = {"methods": "plasticity.method", "seeds": "seed", "sequences": "tasks"}
+METHOD_KEY = AXIS_TARGET["methods"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
@@ -121,6 +127,7 @@ class TrialSpec:
     overrides: dict[str, Any]  # dotted key -> value (grid axes only)
     sources: dict[str, str]  # dotted key -> sweep-file field it came from
     config: dict[str, Any]  # full trial config (choice keys hold their first option)
+    tags: dict[str, str] = field(default_factory=dict)  # extra run tags (a scratch role)
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,8 @@ class SweepConfig:
     # Grid points left out: each a {dotted target: value label} mapping; a point matching
     # every entry of one of them is not a trial.
     exclude: tuple[dict[str, str], ...] = ()
+    # grid.scratch: one scratch reference per seed (and other grid point) and task k >= 1.
+    scratch: bool = False
 
     @property
     def grid_axes(self) -> tuple[Axis, ...]:
@@ -167,6 +176,41 @@ class SweepConfig:
             config = build_trial_config(self.base, overrides)
             label = "-".join(parts) or self.name
             out.append(TrialSpec(len(out), label, overrides, sources, config))
+        if self.scratch:
+            out += self._scratch_trials(out)
+        return out
+
+    def _scratch_trials(self, trials: list[TrialSpec]) -> list[TrialSpec]:
+        """For each grid point but the method, and each task k >= 1 of its sequence: a
+        fresh network (method none) trained on task k alone, with the sequence's budget,
+        seed, training and test settings for that task (docs/design.md 9). Shared by every
+        method of the point, so the methods axis is dropped and each is made once."""
+        from knife.envs.tasks import TaskSequence
+
+        out: list[TrialSpec] = []
+        seen: set[str] = set()
+        method_axis = next((a for a in self.grid_axes if a.target == METHOD_KEY), None)
+        for spec in trials:
+            rest = {k: v for k, v in spec.overrides.items() if k != METHOD_KEY}
+            point = json.dumps(rest, sort_keys=True, default=str)
+            if point in seen:
+                continue
+            seen.add(point)
+            sequence = TaskSequence.from_config(spec.config["tasks"]).to_config()
+            parts = spec.label.split("-")
+            if method_axis is not None:
+                parts = parts[1:]  # the method's label comes first (axes' order)
+            for k in range(1, len(sequence["tasks"])):
+                alone = {**sequence, "tasks": [sequence["tasks"][k]]}
+                overrides = {**rest, METHOD_KEY: "none", "tasks": alone}
+                sources = {**spec.sources, "tasks": "grid.scratch"}
+                sources.pop(METHOD_KEY, None)
+                config = build_trial_config(self.base, overrides)
+                label = "-".join(["scratch", *parts, f"t{k}"])
+                tags = {ROLE_TAG: "scratch", SCRATCH_TASK_TAG: str(k)}
+                out.append(
+                    TrialSpec(len(trials) + len(out), label, overrides, sources, config, tags)
+                )
         return out
 
     def num_trials(self) -> int:
@@ -479,6 +523,7 @@ def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> Swe
 
     grid_raw = raw.get("grid") or {}
     exclude = () if grid_raw.get("exclude") is None else _parse_exclude(grid_raw["exclude"], axes)
+    scratch = _parse_scratch(grid_raw.get("scratch"), axes, base)
 
     mlflow_raw = {} if raw.get("mlflow") is None else require_mapping("mlflow", raw["mlflow"])
     _check_keys("mlflow", mlflow_raw, MLFLOW_KEYS)
@@ -496,11 +541,44 @@ def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> Swe
         description=description,
         source=source,
         exclude=exclude,
+        scratch=scratch,
     )
     if not sweep.trials():
         raise ConfigError("grid.exclude: leaves no trial to run")
     validate_trials(sweep)
     return sweep
+
+
+def _parse_scratch(raw: Any, axes: list[Axis], base: dict[str, Any]) -> bool:
+    """`grid.scratch`: with it, every sequence runs the study's switch protocol (re-annealed
+    epsilon, flushed buffer: SCRATCH_PROTOCOL) unless it says otherwise, which is an error:
+    only under that protocol does a fresh network on task k alone see task k's schedule."""
+    if raw is None or raw is False:
+        return False
+    if raw is not True:
+        raise ConfigError(f"grid.scratch: must be true or false, got {raw!r}")
+    sequences = [a for a in axes if a.target == "tasks"]
+    named: list[tuple[str, Any]] = []
+    for axis in sequences:
+        pairs = zip(axis.labels, axis.values, strict=True)
+        named += [(f"grid.sequences.{label}", value) for label, value in pairs]
+    if not sequences and isinstance(base.get("tasks"), Mapping):
+        named.append(("base.tasks", base["tasks"]))
+    if not named:
+        raise ConfigError(
+            "grid.scratch: needs a task sequence (grid.sequences or a base.tasks mapping); "
+            "a scratch reference is a fresh network on one later task"
+        )
+    for path, sequence in named:
+        for key, wanted in SCRATCH_PROTOCOL.items():
+            value = sequence.setdefault(key, wanted)
+            if value != wanted:
+                raise ConfigError(
+                    f"{path}.{key}: {value!r} with grid.scratch; a scratch reference has the "
+                    f"sequence's schedule on task k only when {key} is {wanted!r} (or drop "
+                    "grid.scratch)"
+                )
+    return True
 
 
 def _attribute(msg: str, sources: Mapping[str, str]) -> str:

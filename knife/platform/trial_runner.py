@@ -128,6 +128,7 @@ def sweep_trial(config: dict[str, Any]) -> None:
         "sweep_id": meta["sweep_id"],
         "trial_id": trial_id,
         "trial_label": config["variant"]["label"],
+        **config["variant"].get("tags", {}),  # a scratch reference's role and task
     }
     for i, name in task_names(cfg).items():
         tags[mk.task_key(i, "name")] = name

@@ -399,3 +399,69 @@ def test_trial_gpu_request_is_judged_by_the_cluster_not_the_driver():
     assert request("cuda") == [{"CPU": 1.0, "GPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}]
     assert request("auto") == [{"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}]
     assert request("cpu", {"cpu": 2, "gpu": 1})[0] == {"CPU": 2.0, "GPU": 1.0}
+
+
+SCRATCH_SWEEP = {
+    "name": "scr",
+    "base": {
+        "algorithm": "qmix",
+        "training": {"epsilon_anneal_steps": 300, "batch_size": 8},
+        "evaluation": {"interval": 50, "episodes": 2},
+    },
+    "grid": {
+        "methods": ["none", "knife"],
+        "seeds": [0, 1],
+        "scratch": True,
+        "sequences": {
+            "cp": [
+                {"env": "matrix:climbing", "steps": 400, "name": "climbing"},
+                {"env": "matrix:penalty", "env_config": {"k": -100.0}, "steps": 600},
+            ]
+        },
+    },
+}
+
+
+def test_scratch_reference_has_the_sequential_tasks_schedule():
+    """Issue 16: one fresh network per seed and task k >= 1, shared by the methods, with
+    the sequence's seed, budget, epsilon schedule, buffer handling and test settings."""
+    sweep = parse_sweep_config(SCRATCH_SWEEP)
+    trials = sweep.trials()
+    scratch = [t for t in trials if t.tags.get("knife.role") == "scratch"]
+    sequential = [t for t in trials if not t.tags]
+    assert len(sequential) == 4 and [t.label for t in scratch] == [
+        "scratch-s0-cp-t1",
+        "scratch-s1-cp-t1",
+    ]
+    for ref in scratch:
+        cfg = parse_trial_config(ref.config)
+        assert ref.tags["knife.scratch_task"] == "1"
+        for seq in (t for t in sequential if t.config["seed"] == ref.config["seed"]):
+            seq_cfg = parse_trial_config(seq.config)
+            # the same task, budget, seed, training (epsilon schedule) and test protocol
+            assert cfg.tasks["tasks"] == [seq_cfg.tasks["tasks"][1]]
+            assert cfg.steps == seq_cfg.tasks["tasks"][1]["steps"] == 600
+            assert cfg.seed == seq_cfg.seed
+            assert cfg.training == seq_cfg.training and cfg.evaluation == seq_cfg.evaluation
+            assert cfg.sequence_name == seq_cfg.sequence_name == "cp"
+            # the study protocol: the sequential run re-anneals epsilon and starts task 1 with
+            # an empty buffer, as a fresh run does
+            assert seq_cfg.tasks["reanneal_epsilon"] is True
+            assert seq_cfg.tasks["buffer_on_switch"] == "flush"
+        assert cfg.plasticity["method"] == "none"
+
+
+def test_scratch_refuses_a_protocol_that_would_not_match():
+    raw = json.loads(json.dumps(SCRATCH_SWEEP))
+    raw["grid"]["sequences"]["cp"] = {
+        "reanneal_epsilon": False,
+        "tasks": raw["grid"]["sequences"]["cp"],
+    }
+    with pytest.raises(
+        ConfigError, match=r"grid.sequences.cp.reanneal_epsilon: False with grid.scratch"
+    ):
+        parse_sweep_config(raw)
+    raw = json.loads(json.dumps(SCRATCH_SWEEP))
+    raw["grid"]["scratch"] = "yes"
+    with pytest.raises(ConfigError, match="grid.scratch: must be true or false"):
+        parse_sweep_config(raw)

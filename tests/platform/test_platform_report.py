@@ -281,3 +281,25 @@ def test_headline_sets_knife_against_the_best_other_method_and_its_ablations():
     md = "\n".join(headline_markdown(headline_rows(rows)))
     assert "| 1: t1 | final return | 1.000 [0.000, 2.000] | best other: redo | 4.000 [1.500, " in md
     assert "| tie | 3 of 3 |" in md
+
+
+def test_scratch_references_are_not_pooled_with_the_methods(tmp_path):
+    """A grid.scratch run (method none, task k alone) is left out of the methods' rows."""
+    from mlflow.tracking import MlflowClient
+
+    from knife.platform.report import finished_runs
+    from knife.platform.tracking import MlflowStore
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e", artifact_location=str(tmp_path / "art"))
+    ids = {}
+    for role in ("trial", "scratch"):
+        tags = {"knife.kind": "trial", "method": "none"}
+        if role == "scratch":
+            tags.update({"knife.role": "scratch", "knife.scratch_task": "1"})
+        run = client.create_run(exp, tags=tags)
+        client.set_terminated(run.info.run_id)
+        ids[role] = run.info.run_id
+    _, runs = finished_runs(MlflowStore(uri), "e")
+    assert [r.info.run_id for r in runs] == [ids["trial"]]

@@ -199,11 +199,10 @@ class CloseStrandedRuns(Callback):
         self._close(trial, "FAILED")
 
 
-def write_compare_views(tracking_uri: str, experiment: str) -> None:
+def write_compare_views(store: MlflowStore, experiment: str) -> None:
     """The experiment's saved views in MLflow's UI, for the metrics its trials logged
     (knife.platform.mlflow_views); a failure is reported, the sweep's results stand."""
     try:
-        store = MlflowStore(tracking_uri)
         refresh_views(store, store.experiment_id(experiment, create=False))
     except Exception as exc:
         print(f"warning: could not write the MLflow views of {experiment}: {exc}", file=sys.stderr)
@@ -450,8 +449,9 @@ def run_sweep(
         stopped = stopped_by(tune_path)
         done = all(o.status == "TERMINATED" for o in outcomes)
         status = "KILLED" if stopped else "FINISHED" if done else "FAILED"
-        MlflowStore(tracking_uri).end_run(parent, status)
-        write_compare_views(tracking_uri, sweep.experiment)
+        store = MlflowStore(tracking_uri)
+        store.end_run(parent, status)
+        write_compare_views(store, sweep.experiment)
     finally:
         if started:
             stop_ray()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import importlib
 import itertools
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -158,6 +157,8 @@ class SweepConfig:
         """Every grid point, in a stable order (methods vary slowest, then seeds, ...)."""
         grid = self.grid_axes
         out = []
+        # The first trial of each grid point but the method, with that point's labels.
+        points: dict[tuple[str, ...], tuple[TrialSpec, list[str]]] = {}
         combos = itertools.product(*(range(len(a.values)) for a in grid)) if grid else [()]
         for combo in combos:
             chosen = {a.target: a.labels[i] for a, i in zip(grid, combo, strict=True)}
@@ -176,40 +177,39 @@ class SweepConfig:
             config = build_trial_config(self.base, overrides)
             label = "-".join(parts) or self.name
             out.append(TrialSpec(len(out), label, overrides, sources, config))
+            rest = [
+                part for axis, part in zip(grid, parts, strict=True) if axis.target != METHOD_KEY
+            ]
+            points.setdefault(tuple(rest), (out[-1], rest))
         if self.scratch:
-            out += self._scratch_trials(out)
+            out += self._scratch_trials(points.values(), first_index=len(out))
         return out
 
-    def _scratch_trials(self, trials: list[TrialSpec]) -> list[TrialSpec]:
+    def _scratch_trials(
+        self, points: Iterable[tuple[TrialSpec, list[str]]], first_index: int
+    ) -> list[TrialSpec]:
         """For each grid point but the method, and each task k >= 1 of its sequence: a
         fresh network (method none) trained on task k alone, with the sequence's budget,
         seed, training and test settings for that task (docs/design.md 9). Shared by every
-        method of the point, so the methods axis is dropped and each is made once."""
+        method of the point: made once per point."""
         from knife.envs.tasks import TaskSequence
 
         out: list[TrialSpec] = []
-        seen: set[str] = set()
-        method_axis = next((a for a in self.grid_axes if a.target == METHOD_KEY), None)
-        for spec in trials:
+        for spec, parts in points:
             rest = {k: v for k, v in spec.overrides.items() if k != METHOD_KEY}
-            point = json.dumps(rest, sort_keys=True, default=str)
-            if point in seen:
-                continue
-            seen.add(point)
+            sources = {k: v for k, v in spec.sources.items() if k != METHOD_KEY}
             sequence = TaskSequence.from_config(spec.config["tasks"]).to_config()
-            parts = spec.label.split("-")
-            if method_axis is not None:
-                parts = parts[1:]  # the method's label comes first (axes' order)
             for k in range(1, len(sequence["tasks"])):
                 alone = {**sequence, "tasks": [sequence["tasks"][k]]}
                 overrides = {**rest, METHOD_KEY: "none", "tasks": alone}
-                sources = {**spec.sources, "tasks": "grid.scratch"}
-                sources.pop(METHOD_KEY, None)
                 config = build_trial_config(self.base, overrides)
                 label = "-".join(["scratch", *parts, f"t{k}"])
                 tags = {ROLE_TAG: "scratch", SCRATCH_TASK_TAG: str(k)}
+                index = first_index + len(out)
                 out.append(
-                    TrialSpec(len(trials) + len(out), label, overrides, sources, config, tags)
+                    TrialSpec(
+                        index, label, overrides, {**sources, "tasks": "grid.scratch"}, config, tags
+                    )
                 )
         return out
 

@@ -105,20 +105,20 @@ def experiment_links(tracking_uri: str, url: str, experiment: str | None) -> lis
         if e.name == "Default":
             continue
         lines.append(f"  {e.name}: {experiment_page(url, e.experiment_id)}")
-        if refresh_views(store, e.experiment_id):  # its trials' metrics as they are now
+        runs = store.search_all(e.experiment_id)  # one search for the views and the links
+        if refresh_views(store, e.experiment_id, runs):  # its trials' metrics as they are now
             for view in (TRIALS_VIEW, METHODS_VIEW):
                 link = experiment_page(url, e.experiment_id, view=view)
                 lines.append(f"    {VIEWS[view]}: {link}")
-        lines += [f"    {line}" for line in sweep_compare_links(store, url, e.experiment_id)]
+        lines += [f"    {line}" for line in sweep_compare_links(runs, url, e.experiment_id)]
     return lines
 
 
-def sweep_compare_links(store: Any, url: str, experiment_id: str) -> list[str]:
+def sweep_compare_links(runs: list[Any], url: str, experiment_id: str) -> list[str]:
     """One link per sweep of the experiment: MLflow's compare page of its finished trials
     (params side by side, parallel coordinates, metric charts)."""
     from knife.platform.trial_runner import KIND_TAG, PARENT_TAG
 
-    runs = store.search_all(experiment_id)
     out = []
     for sweep in (r for r in runs if r.data.tags.get(KIND_TAG) == "sweep"):
         trials = [

@@ -450,6 +450,14 @@ def _chromium(url: str, profile: Path, *, screenshot: Path | None = None) -> str
     return dom
 
 
+def _first_chart(page: str) -> tuple[str | None, set[str]]:
+    """The chart view's first card: its metric and the names in its legend."""
+    card = page.split('data-testid="experiment-view-compare-runs-card"')[1]
+    title = re.search(r'title="([^"]+)"', card)
+    metric = None if title is None else title.group(1)
+    return metric, set(re.findall(rf">([^<>]+) \({re.escape(metric or '')}\)<", card))
+
+
 def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
     import psutil
 
@@ -546,17 +554,15 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         assert shown[:2] == ["test", "train"], shown  # test first, then train
         assert {"task/0", "task/1", "plasticity/agent", "System metrics"} <= set(shown), shown
         # Its first chart is test/return with a line for every trial of the sweep.
-        first = page.split('data-testid="experiment-view-compare-runs-card"')[1]
-        assert 'title="test/return"' in first
-        lines = set(re.findall(r">([^<>]+) \(test/return\)<", first))
+        title, lines = _first_chart(page)
+        assert title == "test/return"
         assert lines == {r.info.run_name for r in runs}, lines
         page = _chromium(
             charts.replace("knife-trials", "knife-methods"),
             tmp_path / "p5",
             screenshot=ARTIFACTS / "mlflow_methods_view.png",
         )
-        first = page.split('data-testid="experiment-view-compare-runs-card"')[1]
-        lines = set(re.findall(r">([^<>]+) \(test/return\)<", first))
+        _, lines = _first_chart(page)
         # One line per method, the mean of its seeds. MLflow may add its "Unassigned" group:
         # the sweep's own row, which has no method tag (seen in CI, not always locally).
         assert lines - {"Unassigned"} == {"none", "knife"}, lines

@@ -253,17 +253,36 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     _add_store_flags(p)
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default: 0)")
+    p.add_argument(
+        "--final-tests",
+        type=int,
+        default=None,
+        help="paired tables: 'final' = the mean of a task's last N greedy tests (default: 3)",
+    )
+    p.add_argument(
+        "--margin",
+        type=float,
+        default=None,
+        help="paired tables: equivalence margin, normalized (default: 0.1)",
+    )
     p.add_argument("--no-mlflow", action="store_true", help="do not log a report run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from knife.platform.paired_tables import EQUIVALENCE_MARGIN, FINAL_TESTS
     from knife.platform.report import REPORT_SUFFIX, build_report
     from knife.platform.tracking import resolve_tracking_uri
 
     if args.reps < 100:
         raise ConfigError(f"--reps: must be at least 100, got {args.reps}")
+    final_tests = FINAL_TESTS if args.final_tests is None else args.final_tests
+    margin = EQUIVALENCE_MARGIN if args.margin is None else args.margin
+    if final_tests < 1:
+        raise ConfigError(f"--final-tests: must be at least 1, got {final_tests}")
+    if not margin > 0:
+        raise ConfigError(f"--margin: must be > 0 (normalized units), got {margin}")
     runs_dir = args.runs_dir or default_runs_dir()
     uri = resolve_tracking_uri(runs_dir, args.tracking_uri)
     out = args.out or Path(runs_dir) / "reports" / args.experiment
@@ -273,6 +292,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         out,
         reps=args.reps,
         seed=args.seed,
+        final_tests=final_tests,
+        margin=margin,
         log_to_mlflow=not args.no_mlflow,
         progress=not args.no_progress,
     )

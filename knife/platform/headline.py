@@ -7,8 +7,9 @@ Per sequence, algorithm and task (and `all`), for each score:
 * against each ablation (DESIGN 7), on the sequence as a whole (`all`; the one task of a
   single-env run).
 Verdict, from KNIFE's side: `win` when KNIFE's interval lies wholly above the other's,
-`loss` when wholly below, `tie` when they overlap. The rank is KNIFE's place by IQM among
-KNIFE and the non-ablation methods (1 = best).
+`loss` when wholly below, `overlap` when they overlap: no verdict (overlap is not a test;
+the paired tables of knife.platform.paired_tables decide). The rank is KNIFE's place by IQM
+among KNIFE and the non-ablation methods (1 = best).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def verdict(knife: Mapping[str, Any], other: Mapping[str, Any], score: str) -> s
         return "win"
     if knife[f"{score}_ci_high"] < other[f"{score}_ci_low"]:
         return "loss"
-    return "tie"
+    return "overlap"
 
 
 def headline_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,8 +118,8 @@ def headline_markdown(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "KNIFE against the best other method (the KNIFE ablations excluded) and against its "
         "ablations. Verdict from KNIFE's side: win / loss when its 95% interval lies wholly "
-        "above / below the other's, tie when they overlap. Rank: KNIFE's place by IQM among "
-        "the non-ablation methods.",
+        "above / below the other's; overlap is no verdict (the paired tables above decide). "
+        "Rank: KNIFE's place by IQM among the non-ablation methods.",
         "",
         "| task | score | KNIFE | against | their IQM [95% CI] | verdict | KNIFE's rank |",
         "|---|---|---|---|---|---|---|",

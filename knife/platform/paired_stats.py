@@ -8,6 +8,7 @@ checkpoint), so a comparison is made on the per-seed differences d_i = a_i - b_i
 - `probability_of_improvement`: P(a > b) as rliable defines it (Agarwal et al. 2021): the
   Mann-Whitney U statistic over all pairs of runs, ties counting one half, averaged over
   tasks;
+- `paired_p_value`: two-sided paired t-test of mean(d) = 0;
 - `equivalence`: two one-sided paired t-tests (TOST) against a stated margin; "equivalent"
   only when both reject, which CI overlap never shows;
 - `holm`: Holm-Bonferroni adjusted p-values over the comparisons a report makes (scipy has
@@ -86,6 +87,15 @@ def probability_of_improvement(a: np.ndarray, b: np.ndarray) -> float:
         x, y = a[:, task][:, None], b[:, task][None, :]
         per_task.append(float(((x > y) + 0.5 * (x == y)).mean()))
     return float(np.mean(per_task))
+
+
+def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided paired t-test of mean(a - b) = 0. Differences without spread are decided
+    by their sign: p = 1 when all are 0, else 0 (the t statistic is infinite)."""
+    d = _diffs(a, b)
+    if np.all(d == d[0]):
+        return 1.0 if d[0] == 0 else 0.0
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
 def equivalence(

@@ -48,6 +48,18 @@ from knife.platform.mlflow_plots import (
     stagnation_scatter_plot,
     task_boundaries,
 )
+from knife.platform.paired_tables import (
+    EQUIVALENCE_MARGIN,
+    FINAL_TESTS,
+    FORGETTING_COLUMNS,
+    SCRATCH,
+    forgetting_rows,
+    paired_rows,
+    score_table,
+    task_values,
+    write_rows,
+)
+from knife.platform.paired_tables import markdown as paired_markdown
 from knife.platform.stats import (
     REPS,
     Estimate,
@@ -55,7 +67,7 @@ from knife.platform.stats import (
     format_interval,
     stratified_bootstrap,
 )
-from knife.platform.sweep_config import ROLE_TAG
+from knife.platform.sweep_config import ROLE_TAG, SCRATCH_TASK_TAG
 from knife.platform.tracking import MlflowStore, redact_uri
 from knife.platform.trial_runner import KIND_TAG
 from knife.policies import metric_keys as mk
@@ -75,6 +87,7 @@ CSV_COLUMNS = (
 )
 RUN_COLUMNS = (
     "run_id",
+    "role",
     "sequence",
     "algorithm",
     "method",
@@ -83,8 +96,10 @@ RUN_COLUMNS = (
     "task_name",
     "start_env_steps",
     "final_return",
+    "final_mean",
     "auc",
     "final_win_rate",
+    "forgetting",
     *(f"stagnant_{network}_end" for network in NETWORKS),
 )
 CURVE_POINTS = 100  # stagnant-fraction curves are resampled onto this many env steps
@@ -107,9 +122,11 @@ class RunData:
     seed: str
     sequence: str
     algorithm: str = "qmix"
+    role: str = "trial"  # or "scratch": a scratch reference (grid.scratch)
     tasks: dict[int, TaskScores] = field(default_factory=dict)
     boundaries: list[tuple[int, float]] = field(default_factory=list)
     test_curves: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    retest_curves: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     stagnant: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
@@ -143,6 +160,7 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
         seed=tags.get("seed", "?"),
         sequence=tags.get("sequence", "none"),
         algorithm=tags.get("algorithm", "qmix"),
+        role=tags.get(ROLE_TAG, "trial"),
     )
     indices = _task_indices(metrics, tags)
     if not indices:  # one env, no task sequence
@@ -164,6 +182,9 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
             )
             curve = mk.task_key(i, mk.TASK_TEST_RETURN)
             data.test_curves[i] = store.history(run.info.run_id, curve)
+            if mk.task_key(i, mk.RETEST_RETURN) in metrics:
+                retest = mk.task_key(i, mk.RETEST_RETURN)
+                data.retest_curves[i] = store.history(run.info.run_id, retest)
         data.boundaries = task_boundaries(metrics)
         for i, start in data.boundaries:
             if i in data.tasks:
@@ -173,7 +194,17 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
         if len(steps):
             data.stagnant[network] = (steps, values)
     _stagnant_at_task_ends(data)
+    if data.role == SCRATCH and SCRATCH_TASK_TAG in tags:
+        _as_scratch_task(data, int(tags[SCRATCH_TASK_TAG]))
     return data
+
+
+def _as_scratch_task(data: RunData, k: int) -> None:
+    """A scratch reference trains task k of its sequence alone, as its task 0: file its
+    values under k, where the sequential runs have theirs."""
+    data.tasks = {k + i: t for i, t in data.tasks.items()}
+    data.test_curves = {k + i: c for i, c in data.test_curves.items()}
+    data.boundaries = []
 
 
 def _stagnant_at_task_ends(data: RunData) -> None:
@@ -188,7 +219,8 @@ def _stagnant_at_task_ends(data: RunData) -> None:
 
 
 def finished_runs(store: MlflowStore, experiment: str) -> tuple[str, list[Any]]:
-    """(experiment id, its FINISHED runs that are not reports)."""
+    """(experiment id, its FINISHED runs that are not reports: trials and scratch
+    references)."""
     client = store.client
     experiment_id = store.experiment_id(experiment, create=False)
     if experiment_id is None:
@@ -199,9 +231,6 @@ def finished_runs(store: MlflowStore, experiment: str) -> tuple[str, list[Any]]:
         )
     found = store.search_all(experiment_id, "attributes.status = 'FINISHED'")
     runs = [r for r in found if r.data.tags.get(KIND_TAG) not in NOT_TRIALS]
-    # Scratch references (grid.scratch) train one later task alone: not yet read here (the
-    # gap table is issue 16's next slice), and never pooled with the methods' runs.
-    runs = [r for r in runs if r.data.tags.get(ROLE_TAG) != "scratch"]
     if not runs:
         raise ConfigError(f"experiment {experiment!r} has no finished runs to report on")
     return experiment_id, runs
@@ -329,15 +358,21 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write_runs_csv(runs: list[RunData], path: Path) -> Path:
-    """The raw values behind the tables: one row per run and task."""
+def write_runs_csv(runs: list[RunData], path: Path, final_tests: int = FINAL_TESTS) -> Path:
+    """The raw values behind the tables: one row per run (trial or scratch reference) and
+    task; `final_mean` is the paired tables' final (the mean of the last tests)."""
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=RUN_COLUMNS)
         writer.writeheader()
-        for run in sorted(runs, key=lambda r: (r.sequence, r.algorithm, r.method, r.seed)):
+        order = sorted(runs, key=lambda r: (r.sequence, r.algorithm, r.role, r.method, r.seed))
+        for run in order:
             for i, task in sorted(run.tasks.items()):
+                steps, values = run.test_curves.get(i, (np.array([]), np.array([])))
+                retests = run.retest_curves.get(i, (None, None))[1]
+                paired = task_values(steps, values, task.auc, final_tests, retests)
                 row = {
                     "run_id": run.run_id,
+                    "role": run.role,
                     "sequence": run.sequence,
                     "algorithm": run.algorithm,
                     "method": run.method,
@@ -346,8 +381,10 @@ def write_runs_csv(runs: list[RunData], path: Path) -> Path:
                     "task_name": task.name,
                     "start_env_steps": task.start_env_steps,
                     "final_return": task.final_return,
+                    "final_mean": paired.final,
                     "auc": task.auc,
                     "final_win_rate": task.final_win_rate,
+                    "forgetting": paired.forgetting,
                 }
                 for network in NETWORKS:
                     row[f"stagnant_{network}_end"] = task.stagnant_end.get(network)
@@ -410,10 +447,14 @@ def write_markdown(
     correlations: Mapping[tuple[str, str, str], float | None] | None = None,
     headline: list[dict[str, Any]] | None = None,
     left_out: Mapping[str, int] | None = None,
+    paired: list[str] | None = None,
+    n_scratch: int = 0,
 ) -> Path:
-    """report.md: per sequence and algorithm, KNIFE's headline (knife.platform.headline),
-    the score table, the stagnant fraction at each task's end, and the rank correlation of
-    stagnation with learning on the next task."""
+    """report.md: first the paired tables (knife.platform.paired_tables: is there
+    plasticity loss, each method against `none` and the scratch reference), then per
+    sequence and algorithm KNIFE's headline (knife.platform.headline), the score table,
+    the stagnant fraction at each task's end, and the rank correlation of stagnation with
+    learning on the next task."""
     headline = headline_rows(rows) if headline is None else headline
     has_win = any(r.get("final_win_rate_iqm") is not None for r in rows)
     head = ["task", "method", "seeds", "final test return", "AUC (mean test return)"]
@@ -421,18 +462,22 @@ def write_markdown(
     if has_win:
         head.append("final win rate")
         scores.append("final_win_rate")
-    lines = [
-        f"# Report: {experiment}",
-        "",
-        f"{n_runs} finished runs. Each cell: interquartile mean across seeds "
-        "[95% stratified bootstrap interval]. `all`: over the sequence's tasks "
-        "(raw returns, not normalized), runs resampled within each task.",
-    ]
+    scratch = f" and {n_scratch} scratch references" if n_scratch else ""
+    lines = [f"# Report: {experiment}", "", f"{n_runs} finished trial runs{scratch}."]
     if left_out:
         lines += ["", left_out_line(left_out)]
+    lines += ["", *(paired or [])]
+    lines += [
+        "",
+        "## Scores per method",
+        "",
+        "Each cell: interquartile mean across seeds [95% stratified bootstrap interval]. "
+        "`all`: over the sequence's tasks (raw returns, not normalized), runs resampled "
+        "within each task. Unpaired: the paired tables above decide; these describe.",
+    ]
     for sequence, algorithm in sorted({(r["sequence"], r["algorithm"]) for r in rows}):
         group = [r for r in rows if (r["sequence"], r["algorithm"]) == (sequence, algorithm)]
-        lines += ["", f"## Sequence `{sequence}`, algorithm `{algorithm}`", ""]
+        lines += ["", f"### Sequence `{sequence}`, algorithm `{algorithm}`", ""]
         ours = [h for h in headline if (h["sequence"], h["algorithm"]) == (sequence, algorithm)]
         if ours:
             lines += [*headline_markdown(ours), "", "All methods:", ""]
@@ -628,6 +673,8 @@ def build_report(
     *,
     reps: int = REPS,
     seed: int = 0,
+    final_tests: int = FINAL_TESTS,
+    margin: float = EQUIVALENCE_MARGIN,
     log_to_mlflow: bool = True,
     progress: bool = True,
 ) -> ReportResult:
@@ -642,19 +689,50 @@ def build_report(
         from tqdm.auto import tqdm
 
         iterator = tqdm(raw_runs, desc=f"reading {experiment}", unit="run")
-    runs = [load_run(store, r) for r in iterator]
+    loaded = [load_run(store, r) for r in iterator]
+    # Scratch references are read by the paired tables only, never pooled with a method.
+    runs = [r for r in loaded if r.role != SCRATCH]
+    if not runs:
+        raise ConfigError(f"experiment {experiment!r} has only scratch references, no trials")
     rows = aggregate(runs, reps=reps, seed=seed)
+    table, ambiguous = score_table(loaded, final_tests)
+    names = {(r.sequence, r.algorithm, i): t.name for r in loaded for i, t in r.tasks.items()}
+    paired = paired_rows(table, names, margin=margin, reps=reps, seed=seed)
+    forgetting = forgetting_rows(table, names, reps=reps, seed=seed)
+    paired_lines = paired_markdown(paired, forgetting, margin)
+    if ambiguous:
+        paired_lines += [
+            "",
+            f"Not paired: {', '.join(ambiguous)}, where two runs of one method share a seed "
+            "(a grid axis besides method, seed, sequence and algorithm); report one grid "
+            "point per experiment to pair them.",
+        ]
 
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(runs, out, reps, seed)
-    files = [write_csv(rows, out / "summary.csv"), write_runs_csv(runs, out / "runs.csv")]
+    files = [
+        write_csv(rows, out / "summary.csv"),
+        write_runs_csv(loaded, out / "runs.csv", final_tests),
+        write_rows(paired, out / "paired.csv"),
+        write_rows(forgetting, out / "forgetting.csv", FORGETTING_COLUMNS),
+    ]
     headline = headline_rows(rows)
     files.append(write_headline_csv(headline, out / "headline.csv"))
     rhos = correlations(runs)
     left_out = unfinished_counts(store, experiment_id)
+    n_scratch = len(loaded) - len(runs)
     md = write_markdown(
-        rows, out / "report.md", experiment, len(runs), plots, rhos, headline, left_out
+        rows,
+        out / "report.md",
+        experiment,
+        len(runs),
+        plots,
+        rhos,
+        headline,
+        left_out,
+        paired_lines,
+        n_scratch,
     )
     files.append(md)
     files += plots

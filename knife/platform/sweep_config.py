@@ -204,7 +204,9 @@ class SweepConfig:
                 overrides = {**rest, METHOD_KEY: "none", "tasks": alone}
                 config = build_trial_config(self.base, overrides)
                 label = "-".join(["scratch", *parts, f"t{k}"])
-                tags = {ROLE_TAG: "scratch", SCRATCH_TASK_TAG: str(k)}
+                # MLflow's `method` tag reads "scratch", so the UI's grouping by method and
+                # the saved views keep the references apart from `none` (they train `none`).
+                tags = {ROLE_TAG: "scratch", SCRATCH_TASK_TAG: str(k), "method": "scratch"}
                 index = first_index + len(out)
                 out.append(
                     TrialSpec(

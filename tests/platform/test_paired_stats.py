@@ -76,3 +76,17 @@ def test_seeds_needed_matches_the_power_tables():
     assert observed_effect([3, 5, 4], [1, 2, 2]) == pytest.approx(
         np.mean([2, 3, 2]) / np.std([2, 3, 2], ddof=1)
     )
+
+
+def test_paired_p_value_is_a_two_sided_t_test_on_the_differences():
+    from knife.platform.paired_stats import paired_p_value
+
+    a, b = np.array([3.0, 5.0, 4.0, 6.0]), np.array([1.0, 2.0, 2.0, 3.0])
+    d = a - b  # 2, 3, 2, 3: mean 2.5, sd 0.577 -> t = 2.5 / (0.577 / 2) = 8.66, 3 df
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(4))
+    assert t == pytest.approx(8.660, abs=1e-3)
+    from scipy import stats
+
+    assert paired_p_value(a, b) == pytest.approx(2 * stats.t.sf(t, 3))
+    assert paired_p_value([1, 2], [1, 2]) == 1.0  # no difference at all
+    assert paired_p_value([2, 3], [1, 2]) == 0.0  # the same nonzero difference every seed

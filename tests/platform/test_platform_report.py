@@ -170,7 +170,7 @@ def test_report_tables_match_a_hand_computation(store, tmp_path, capsys, monkeyp
     # runs 5, 6.5, 5, 5 against none's 2, 1, 3.5, 4.5 -> intervals apart, a win.
     head = list(csv.DictReader(open(out / "headline.csv")))
     assert [(h["sequence"], h["score"], h["other_method"], h["verdict"]) for h in head] == [
-        ("none", "final_return", "none", "tie"),
+        ("none", "final_return", "none", "overlap"),
         ("none", "auc", "none", "win"),
     ]
     assert float(head[1]["knife_iqm"]) == 5.0 and float(head[1]["other_iqm"]) == 2.75
@@ -186,7 +186,7 @@ def test_report_tables_match_a_hand_computation(store, tmp_path, capsys, monkeyp
         "stagnation_vs_learning_two_qmix.png",
     ]
     md = (out / "report.md").read_text()
-    assert "## Sequence `none`, algorithm `vdn`" in md
+    assert "### Sequence `none`, algorithm `vdn`" in md
     assert "| 0: matrix:climbing | none | 4 | 5.000 [" in md
     assert "| 0: climb | redo | 0.300 | - |" in md
     assert "| 0: matrix:climbing | AUC | 5.000 [" in md and "| best other: none | 2.750 [" in md
@@ -234,6 +234,11 @@ def test_report_bad_input(store, tmp_path, capsys, monkeypatch):
     assert rc == 2 and "experiment 'nope' not found" in err and EXPERIMENT in err
     assert not out.exists()
     assert cli.main(["report", EXPERIMENT, "--runs-dir", str(store), "--reps", "5"]) == 2
+    for flag, value, says in (("--final-tests", "0", "at least 1"), ("--margin", "-1", "> 0")):
+        argv = ["report", EXPERIMENT, "--runs-dir", str(store), "--out", str(out), flag, value]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{flag}: must be" in err and says in err and not out.exists()
     empty = tmp_path / "empty_runs"
     empty.mkdir()
     shutil.copyfile(store / "mlflow.db", empty / "mlflow.db")
@@ -261,7 +266,7 @@ def test_headline_sets_knife_against_the_best_other_method_and_its_ablations():
         _row("0", "knife_no_freeze", 9.0, 8.0, 10.0),  # an ablation is not an "other method"
         _row("1", "knife", 1.0, 0.0, 2.0),
         _row("1", "none", 3.0, 2.5, 3.5),  # wholly above KNIFE -> loss
-        _row("1", "redo", 4.0, 1.5, 6.0),  # best other, overlapping -> tie
+        _row("1", "redo", 4.0, 1.5, 6.0),  # best other, overlapping -> overlap (no verdict)
         _row("1", "knife_no_freeze", 1.0, 0.5, 1.5),
         _row("all", "knife", 3.0, 2.0, 4.0),
         _row("all", "none", 3.0, 2.5, 3.5),
@@ -274,32 +279,10 @@ def test_headline_sets_knife_against_the_best_other_method_and_its_ablations():
     ]
     assert got == [
         ("0", "best other", "none", "win", "1"),
-        ("1", "best other", "redo", "tie", "3"),
-        ("all", "best other", "none", "tie", "1"),  # equal IQM: KNIFE shares first place
+        ("1", "best other", "redo", "overlap", "3"),
+        ("all", "best other", "none", "overlap", "1"),  # equal IQM: KNIFE shares first place
         ("all", "ablation", "knife_no_freeze", "loss", ""),
     ]
     md = "\n".join(headline_markdown(headline_rows(rows)))
     assert "| 1: t1 | final return | 1.000 [0.000, 2.000] | best other: redo | 4.000 [1.500, " in md
-    assert "| tie | 3 of 3 |" in md
-
-
-def test_scratch_references_are_not_pooled_with_the_methods(tmp_path):
-    """A grid.scratch run (method none, task k alone) is left out of the methods' rows."""
-    from mlflow.tracking import MlflowClient
-
-    from knife.platform.report import finished_runs
-    from knife.platform.tracking import MlflowStore
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    exp = client.create_experiment("e", artifact_location=str(tmp_path / "art"))
-    ids = {}
-    for role in ("trial", "scratch"):
-        tags = {"knife.kind": "trial", "method": "none"}
-        if role == "scratch":
-            tags.update({"knife.role": "scratch", "knife.scratch_task": "1"})
-        run = client.create_run(exp, tags=tags)
-        client.set_terminated(run.info.run_id)
-        ids[role] = run.info.run_id
-    _, runs = finished_runs(MlflowStore(uri), "e")
-    assert [r.info.run_id for r in runs] == [ids["trial"]]
+    assert "| overlap | 3 of 3 |" in md

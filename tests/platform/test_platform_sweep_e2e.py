@@ -44,7 +44,8 @@ TRAINING = {
     "td_lambda": 0.0,
 }
 
-# The quickstart, shrunk: 2 methods x 2 seeds x a 2-task matrix-game sequence.
+# The quickstart, shrunk: 2 methods x 2 seeds x a 2-task matrix-game sequence, and a scratch
+# reference per seed for task 1 (grid.scratch): 6 trials.
 CI_SWEEP = {
     "name": "ci",
     "base": {
@@ -62,6 +63,7 @@ CI_SWEEP = {
                 {"env": "matrix:penalty", "steps": 150, "name": "penalty"},
             ]
         },
+        "scratch": True,
     },
     "tune": {"max_concurrent_trials": 2, "checkpoint_every": 2},
 }
@@ -213,8 +215,9 @@ def ci_sweep(tmp_path_factory):
 def test_ci_sweep_one_mlflow_run_per_trial_with_tags_params_metrics_plots(ci_sweep):
     assert ci_sweep.rc == 0, ci_sweep.stderr[-3000:]
     print(f"CI sweep wall time: {ci_sweep.seconds:.1f} s")
-    runs = trial_runs(ci_sweep.runs, "ci")
-    assert len(runs) == 4
+    every = trial_runs(ci_sweep.runs, "ci")
+    runs = [r for r in every if r.data.tags.get("knife.role") != "scratch"]
+    assert len(runs) == 4 and len(every) == 6
     assert sorted((r.data.tags["method"], r.data.tags["seed"]) for r in runs) == [
         ("knife", "0"),
         ("knife", "1"),
@@ -233,7 +236,7 @@ def test_ci_sweep_one_mlflow_run_per_trial_with_tags_params_metrics_plots(ci_swe
     ]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].info.run_name == "ci" and parents[0].data.tags["sweep"] == "ci"
-    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
+    assert {r.data.tags["mlflow.parentRunId"] for r in every} == {parents[0].info.run_id}
     for run in runs:
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         assert run.info.status == "FINISHED"
@@ -287,13 +290,47 @@ def test_ci_sweep_one_mlflow_run_per_trial_with_tags_params_metrics_plots(ci_swe
         # fields that used to be train-only are here too.
         assert summary["steps"] == BUDGET and summary["env"] == "matrix:climbing"
         assert summary["learner_updates"] > 0 and summary["attempts"] == 1
+    # The scratch references: per seed, a fresh network on task 1 alone with the sequential
+    # run's seed, budget, protocol and test schedule, read back from their params and
+    # counters: its tests and epsilon at the same steps of the task as the sequence's.
+    nones = {r.data.tags["seed"]: r for r in runs if r.data.tags["method"] == "none"}
+    references = [r for r in every if r.data.tags.get("knife.role") == "scratch"]
+    assert sorted(r.data.tags["seed"] for r in references) == ["0", "1"]
+
+    def history(run, key, start=0):  # (env steps since `start`, value) from `start` on
+        points = client.get_metric_history(run.info.run_id, key)
+        return sorted((m.step - start, m.value) for m in points if m.step >= start)
+
+    for ref in references:
+        seq = nones[ref.data.tags["seed"]]
+        tags, params = ref.data.tags, ref.data.params
+        assert (tags["method"], tags["knife.scratch_task"], tags["sequence"]) == (
+            "scratch",
+            "1",
+            "climb_pen",
+        )
+        assert params["plasticity.method"] == "none" and params["seed"] == seq.data.params["seed"]
+        assert params["steps"] == "150" and tags["task/0/name"] == "penalty"
+        for key in ("tasks.buffer_on_switch", "tasks.reanneal_epsilon", "evaluation.interval"):
+            assert params[key] == seq.data.params[key], key
+        assert seq.data.params["tasks.buffer_on_switch"] == "flush"
+        assert seq.data.params["tasks.reanneal_epsilon"] == "True"
+        assert ref.data.metrics["env_steps"] == 150
+        ref_tests = [step for step, _ in history(ref, "task/0/test_return")]
+        assert ref_tests == [step for step, _ in history(seq, "task/1/test_return", 150)]
+        assert ref_tests[0] == 0 and ref_tests[-1] == 150
+        seq_epsilon = [p for p in history(seq, "train/epsilon", 150) if p[0] > 0]
+        ref_epsilon = history(ref, "train/epsilon")
+        assert [p[0] for p in ref_epsilon] == [p[0] for p in seq_epsilon] == [50, 100, 150]
+        assert [p[1] for p in ref_epsilon] == pytest.approx([p[1] for p in seq_epsilon])
+
     # the driver's closing table and Tune's folder
     assert "compare in MLflow: knife ui" in ci_sweep.stdout
     exp_dir = ci_sweep.runs / "ci"
     assert (exp_dir / "sweep.yaml").exists()
     outcomes = json.loads((exp_dir / "sweep_summary.json").read_text())
-    assert sorted(o["status"] for o in outcomes) == ["TERMINATED"] * 4
-    assert {o["mlflow_run_id"] for o in outcomes} == {r.info.run_id for r in runs}
+    assert sorted(o["status"] for o in outcomes) == ["TERMINATED"] * 6
+    assert {o["mlflow_run_id"] for o in outcomes} == {r.info.run_id for r in every}
     checkpoints = list(exp_dir.glob("*/checkpoint_*"))
     assert checkpoints  # kept, for resume and later analysis
 
@@ -360,7 +397,7 @@ def test_report_on_the_sweep_matches_a_hand_computation(ci_sweep):
     assert "| 1: penalty | knife | 2 |" in proc.stdout
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert len(rows) == 2 * 2 + 2  # (task 0, task 1) x (knife, none) + `all` per method
-    runs = trial_runs(ci_sweep.runs, "ci")
+    runs = [r for r in trial_runs(ci_sweep.runs, "ci") if r.data.tags.get("knife.role") is None]
     for row in rows:
         members = [r for r in runs if r.data.tags["method"] == row["method"]]
         assert int(row["seeds"]) == len(members) == 2
@@ -380,8 +417,37 @@ def test_report_on_the_sweep_matches_a_hand_computation(ci_sweep):
         "stagnation_vs_learning_climb_pen_qmix.png",
     ]
     raw = list(csv.DictReader(open(out / "runs.csv")))
-    assert len(raw) == 4 * 2 and all(r["stagnant_agent_end"] != "" for r in raw)
+    assert len(raw) == 4 * 2 + 2 and all(r["stagnant_agent_end"] != "" for r in raw)
+    # The paired tables: the gap of none against its scratch reference on task 1, by hand
+    # from the runs' test curves (final = the mean of the last 3 tests of the task).
+    assert "## Is there plasticity loss here?" in proc.stdout
+    assert "**`climb_pen` (qmix)**: " in proc.stdout
+    paired = list(csv.DictReader(open(out / "paired.csv")))
+    assert sorted((r["method"], r["against"], r["score"]) for r in paired) == sorted(
+        (m, a, s)
+        for m, a in (("none", "scratch"), ("knife", "none"), ("knife", "scratch"))
+        for s in ("final", "auc")
+    )
+    assert {(r["task"], r["seeds"]) for r in paired} == {("1", "2")}
     client = client_for(ci_sweep.runs)
+    scratch = {r.data.tags["seed"]: r for r in trial_runs(ci_sweep.runs, "ci")
+               if r.data.tags.get("knife.role") == "scratch"}  # fmt: skip
+
+    def final(run, key):
+        values = [m.value for m in sorted(client.get_metric_history(run.info.run_id, key),
+                                          key=lambda m: m.step)]  # fmt: skip
+        return sum(values[-3:]) / len(values[-3:])
+
+    nones = {r.data.tags["seed"]: r for r in runs if r.data.tags["method"] == "none"}
+    gaps = [
+        final(nones[s], "task/1/test_return") - final(scratch[s], "task/0/test_return")
+        for s in ("0", "1")
+    ]
+    [gap] = [
+        r for r in paired if (r["method"], r["against"], r["score"]) == ("none", "scratch", "final")
+    ]
+    assert float(gap["diff_mean"]) == pytest.approx(sum(gaps) / 2, abs=1e-9)
+    assert gap["verdict"] in ("loss", "gain", "equivalent", "undetermined")
     exp = client.get_experiment_by_name("ci")
     assert not [
         r
@@ -565,7 +631,7 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         _, lines = _first_chart(page)
         # One line per method, the mean of its seeds. MLflow may add its "Unassigned" group:
         # the sweep's own row, which has no method tag (seen in CI, not always locally).
-        assert lines - {"Unassigned"} == {"none", "knife"}, lines
+        assert lines - {"Unassigned"} == {"none", "knife", "scratch"}, lines
         page = _chromium(compare, tmp_path / "p2", screenshot=ARTIFACTS / "mlflow_compare_runs.png")
         assert f"Comparing {len(runs)} Runs" in page
         for name in names:

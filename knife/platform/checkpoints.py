@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,49 @@ def stop_with_checkpoint(algo: Any, progress: TrialProgress, logger: Any, folder
     folder = write_checkpoint(algo, progress, folder)
     logger.set_tags({STOPPED_AT_TAG: progress.iteration, INTERRUPTED_CHECKPOINT_TAG: folder})
     return folder
+
+
+def _digest_into(digest: Any, value: Any) -> None:
+    """Feed a nested state (dicts in key order, sequences, arrays, tensors, scalars) into a
+    hash, so equal states give equal digests whatever process wrote them."""
+    import numpy as np
+
+    if isinstance(value, Mapping):
+        for key in sorted(value, key=str):
+            digest.update(f"<{key}>".encode())
+            _digest_into(digest, value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(f"[{len(value)}".encode())
+        for item in value:
+            _digest_into(digest, item)
+    elif hasattr(value, "detach"):  # a torch tensor
+        _digest_into(digest, value.detach().cpu().numpy())
+    elif isinstance(value, np.ndarray):
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    else:
+        digest.update(repr(value).encode())
+
+
+def state_digest(algo: Any) -> dict[str, str]:
+    """SHA-256 of what a paired branch starts from, per component: the networks (online and
+    target), the optimizer state, the replay buffer and the sampling RNG (docs/design.md 9)."""
+    from knife.policies.algorithm import KNIFE
+
+    state = algo.get_state()
+    learner = state["learner_group"]["learner"]
+    parts = {
+        "networks": learner["rl_module"],
+        "optimizer": learner["optimizer"],
+        "replay_buffer": state[KNIFE]["replay_buffer"],
+        "rng": state[KNIFE]["rng"],
+    }
+    out = {}
+    for name, value in parts.items():
+        digest = hashlib.sha256()
+        _digest_into(digest, value)
+        out[name] = digest.hexdigest()
+    return out
 
 
 def verify_checkpoint(folder: Path) -> None:

@@ -67,7 +67,7 @@ from knife.platform.stats import (
     format_interval,
     stratified_bootstrap,
 )
-from knife.platform.sweep_config import ROLE_TAG, SCRATCH_TASK_TAG
+from knife.platform.sweep_config import PREFIX, ROLE_TAG, SCRATCH_TASK_TAG
 from knife.platform.tracking import MlflowStore, redact_uri
 from knife.platform.trial_runner import KIND_TAG
 from knife.policies import metric_keys as mk
@@ -231,6 +231,8 @@ def finished_runs(store: MlflowStore, experiment: str) -> tuple[str, list[Any]]:
         )
     found = store.search_all(experiment_id, "attributes.status = 'FINISHED'")
     runs = [r for r in found if r.data.tags.get(KIND_TAG) not in NOT_TRIALS]
+    # A shared prefix (grid.branch) is in every branch's run: its history is copied there.
+    runs = [r for r in runs if r.data.tags.get(ROLE_TAG) != PREFIX]
     if not runs:
         raise ConfigError(f"experiment {experiment!r} has no finished runs to report on")
     return experiment_id, runs

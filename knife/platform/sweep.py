@@ -33,7 +33,7 @@ from ray.tune import Callback
 from knife.platform.config import ConfigError, parse_trial_config
 from knife.platform.mlflow_views import refresh_views
 from knife.platform.preemption import Preempted
-from knife.platform.sweep_config import SweepConfig, build_trial_config
+from knife.platform.sweep_config import BRANCH, MAIN, PREFIX, SweepConfig, build_trial_config
 from knife.platform.sweep_resume import (
     check_restart_labels,
     close_stale_runs,
@@ -232,14 +232,26 @@ def open_sweep_run(tracking_uri: str, sweep: SweepConfig, sweep_id: str | None) 
 
 
 def param_space(
-    sweep: SweepConfig, tracking_uri: str, sweep_id: str, parent_run_id: str | None = None
+    sweep: SweepConfig,
+    tracking_uri: str,
+    sweep_id: str,
+    parent_run_id: str | None = None,
+    stage: str = MAIN,
+    branches: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
+    """Tune's param space of one stage of the sweep; a BRANCH stage's variants carry the
+    checkpoint and MLflow run of the prefix each continues (`branches`, by prefix label)."""
     from ray import tune
 
     t = sweep.tune
-    variants = [
-        {"label": s.label, "overrides": s.overrides, "tags": s.tags} for s in sweep.trials()
-    ]
+    variants = []
+    for spec in sweep.trials():
+        if spec.stage != stage:
+            continue
+        variant = {"label": spec.label, "overrides": spec.overrides, "tags": spec.tags}
+        if spec.branch_of is not None:
+            variant["branch"] = dict((branches or {})[spec.branch_of])
+        variants.append(variant)
     for v in variants:  # choice axes are drawn below, not fixed by the grid point
         for axis in sweep.choice_axes:
             v["overrides"].pop(axis.target, None)
@@ -291,19 +303,38 @@ def _scheduler(sweep: SweepConfig) -> Any:
     return ASHAScheduler(time_attr="env_steps", max_t=max_t, grace_period=max(1, max_t // 8))
 
 
+def stage_name(sweep: SweepConfig, stage: str) -> str:
+    """Tune's experiment name of one stage: the sweep's name, and `<name>-branches` for the
+    branches of a branched sweep (a second Tune run, after its prefixes)."""
+    return f"{sweep.name}-branches" if stage == BRANCH else sweep.name
+
+
 def _new_tuner(
-    sweep: SweepConfig, storage: str, tracking_uri: str, verbose: int
+    sweep: SweepConfig,
+    storage: str,
+    tracking_uri: str,
+    verbose: int,
+    *,
+    stage: str = MAIN,
+    branches: Mapping[str, Mapping[str, str]] | None = None,
+    parent: str | None = None,
 ) -> tuple[Any, str]:
-    """(the Tuner of a new sweep, its parent run's id)."""
+    """(the Tuner of a new sweep stage, the sweep's parent run id: made for the first
+    stage, the given one for later stages)."""
     from ray import tune
 
-    tune_path = f"{storage}/{sweep.name}"
+    name = stage_name(sweep, stage)
+    tune_path = f"{storage}/{name}"
     t = sweep.tune
-    sweep_id = uuid.uuid4().hex[:12]
-    parent = open_sweep_run(tracking_uri, sweep, sweep_id)
+    if parent is None:
+        sweep_id = uuid.uuid4().hex[:12]
+        parent = open_sweep_run(tracking_uri, sweep, sweep_id)
+    else:
+        store = MlflowStore(tracking_uri)
+        sweep_id = store.retry(store.client.get_run, parent).data.tags.get("sweep_id", "unknown")
     tuner = tune.Tuner(
         tune.with_resources(KnifeTrial, trial_resources),
-        param_space=param_space(sweep, tracking_uri, sweep_id, parent),
+        param_space=param_space(sweep, tracking_uri, sweep_id, parent, stage, branches),
         tune_config=tune.TuneConfig(
             metric=t.metric,
             mode=t.mode,
@@ -315,7 +346,7 @@ def _new_tuner(
             trial_dirname_creator=trial_dirname,
         ),
         run_config=tune.RunConfig(
-            name=sweep.name,
+            name=name,
             storage_path=storage,
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=t.keep_checkpoints),
@@ -383,6 +414,11 @@ def run_sweep(
             f"sweep {sweep.name!r} already exists at {tune_path}: pass --resume to continue "
             "it, or give the sweep another name (or remove that folder)"
         )
+    if restart and sweep.branch != "none":
+        raise ConfigError(
+            "--restart-trial: not available for a sweep with grid.branch (a branch restarts "
+            "from its prefix's checkpoint; that is not built yet)"
+        )
     if restart and not resume:
         raise ConfigError("--restart-trial: only with --resume (it restarts a trial of a sweep)")
     if restart and not local:
@@ -401,53 +437,57 @@ def run_sweep(
     # which is what makes --resume exact and costs milliseconds here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started = start_ray(address=address, num_cpus=num_cpus)
+    outcomes: list[TrialOutcome] = []
+    stopped = None
     try:
         prepare_store(tracking_uri, sweep.experiment)
-        if resume:
-            from ray import tune
-
-            _warn_if_edited(sweep, exp_path)
-            clear_notice(tune_path)
-            if local:
-                missing = repair_tune_state(tune_path)
-                if missing:
-                    print(
-                        f"{missing} checkpoint(s) in Tune's saved state no longer exist; "
-                        "their trials continue from the newest checkpoint on disk",
-                        flush=True,
-                    )
-            closed = close_stale_runs(tracking_uri, sweep.experiment, sweep.name)
-            if closed:
-                print(
-                    f"marked {closed} stale RUNNING run{'s' * (closed != 1)} of sweep "
-                    f"{sweep.name!r} KILLED (no live trial); resumed trials reopen theirs",
-                    flush=True,
+        parent: str | None = None
+        branches: dict[str, dict[str, str]] = {}
+        # One Tune run per stage (a branched sweep: its prefixes, then their branches); a
+        # resume continues the stage it stopped in and starts the ones after it.
+        for n, stage in enumerate(sweep.stages()):
+            path = f"{storage}/{stage_name(sweep, stage)}"
+            if n == 0:
+                resuming = resume
+            else:
+                resuming = (not local or Path(path).is_dir()) and Tuner.can_restore(path)
+            if resuming:
+                tuner, parent = _restored_tuner(
+                    sweep, path, local, tracking_uri, exp_path, to_restart, parent
                 )
-            restart_trials(tune_path, to_restart, tracking_uri, sweep.experiment)
-            parent = open_sweep_run(tracking_uri, sweep, None)
-            tuner = Tuner.restore(
-                tune_path,
-                trainable=tune.with_resources(KnifeTrial, trial_resources),
-                resume_unfinished=True,
-                resume_errored=True,
-            )
-        else:
-            exp_path.mkdir(parents=True, exist_ok=True)
-            (exp_path / SWEEP_FILE).write_text(
-                yaml.safe_dump(sweep_file_dict(sweep), sort_keys=False)
-            )
-            tuner, parent = _new_tuner(sweep, storage, tracking_uri, verbose)
-        restore_handlers = install_stop_handlers(tune_path, sweep.tune.preempt_grace_s)
-        try:
-            grid = tuner.fit()
-        except BaseException:
-            MlflowStore(tracking_uri).end_run(parent, "KILLED")
-            raise
-        finally:
-            restore_handlers()
-        outcomes = _outcomes(grid, tune_path)
-        stopped = stopped_by(tune_path)
-        done = all(o.status == "TERMINATED" for o in outcomes)
+            else:
+                if n == 0:
+                    exp_path.mkdir(parents=True, exist_ok=True)
+                    (exp_path / SWEEP_FILE).write_text(
+                        yaml.safe_dump(sweep_file_dict(sweep), sort_keys=False)
+                    )
+                tuner, parent = _new_tuner(
+                    sweep,
+                    storage,
+                    tracking_uri,
+                    verbose,
+                    stage=stage,
+                    branches=branches,
+                    parent=parent,
+                )
+            restore_handlers = install_stop_handlers(path, sweep.tune.preempt_grace_s)
+            try:
+                grid = tuner.fit()
+            except BaseException:
+                MlflowStore(tracking_uri).end_run(parent, "KILLED")
+                raise
+            finally:
+                restore_handlers()
+            stage_outcomes = _outcomes(grid, path)
+            outcomes += stage_outcomes
+            stopped = stopped_by(path)
+            if stopped is not None or any(o.status != "TERMINATED" for o in stage_outcomes):
+                break  # a later stage needs every trial of this one
+            if stage == PREFIX:
+                branches = prefix_checkpoints(grid)
+        done = len(outcomes) == len(sweep.trials()) * sweep.tune.num_samples and all(
+            o.status == "TERMINATED" for o in outcomes
+        )
         status = "KILLED" if stopped else "FINISHED" if done else "FAILED"
         store = MlflowStore(tracking_uri)
         store.end_run(parent, status)
@@ -462,6 +502,63 @@ def run_sweep(
     if stopped is not None and not done:
         raise SweepStopped(stopped.signum, outcomes)
     return outcomes
+
+
+def _restored_tuner(
+    sweep: SweepConfig,
+    tune_path: str,
+    local: bool,
+    tracking_uri: str,
+    exp_path: Path,
+    to_restart: list[Any],
+    parent: str | None,
+) -> tuple[Any, str]:
+    """(Tune's saved state of one stage, ready to continue; the sweep's parent run, found
+    again and set RUNNING on the first resumed stage)."""
+    from ray import tune
+    from ray.tune import Tuner
+
+    if parent is None:
+        _warn_if_edited(sweep, exp_path)
+    clear_notice(tune_path)
+    if local:
+        missing = repair_tune_state(tune_path)
+        if missing:
+            print(
+                f"{missing} checkpoint(s) in Tune's saved state no longer exist; "
+                "their trials continue from the newest checkpoint on disk",
+                flush=True,
+            )
+    if parent is None:
+        closed = close_stale_runs(tracking_uri, sweep.experiment, sweep.name)
+        if closed:
+            print(
+                f"marked {closed} stale RUNNING run{'s' * (closed != 1)} of sweep "
+                f"{sweep.name!r} KILLED (no live trial); resumed trials reopen theirs",
+                flush=True,
+            )
+        restart_trials(tune_path, to_restart, tracking_uri, sweep.experiment)
+        parent = open_sweep_run(tracking_uri, sweep, None)
+    tuner = Tuner.restore(
+        tune_path,
+        trainable=tune.with_resources(KnifeTrial, trial_resources),
+        resume_unfinished=True,
+        resume_errored=True,
+    )
+    return tuner, parent
+
+
+def prefix_checkpoints(grid: Any) -> dict[str, dict[str, str]]:
+    """Prefix label -> the checkpoint its branches restore (its last: taken at the end of
+    task 0) and its MLflow run (the branches' parent in the UI)."""
+    out = {}
+    for result in grid:
+        label = (result.config or {}).get("variant", {}).get("label", "?")
+        if result.checkpoint is None:
+            raise RuntimeError(f"prefix trial {label} finished without a checkpoint to branch")
+        run_id = (result.metrics or {}).get("mlflow_run_id") or ""
+        out[label] = {"checkpoint": result.checkpoint.path, "parent_run_id": run_id}
+    return out
 
 
 class SweepStopped(Preempted):

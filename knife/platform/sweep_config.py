@@ -22,6 +22,7 @@ the offending field in the sweep file (`grid.methods[2]: ...`, `base.training.lr
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import itertools
 import math
@@ -42,7 +43,12 @@ from knife.platform.config import (
 from knife.policies import metric_keys as mk
 
 SWEEP_KEYS = ("name", "description", "base", "grid", "tune", "mlflow", "plugins")
-GRID_KEYS = ("methods", "seeds", "sequences", "params", "exclude", "scratch")
+GRID_KEYS = ("methods", "seeds", "sequences", "params", "exclude", "scratch", "branch")
+# grid.branch: `none` trains every trial from scratch; `prefix` trains each seed's task 0
+# once and branches every method from its end (docs/design.md 9, paired branches).
+BRANCH_MODES = ("none", "prefix")
+# The stages a sweep runs, in order: one Tune run each (knife.platform.sweep).
+MAIN, PREFIX, BRANCH = "main", "prefix", "branch"
 # Run tags that mark a trial as the scratch reference of one task (issue 16).
 ROLE_TAG, SCRATCH_TASK_TAG = "knife.role", "knife.scratch_task"
 # The switch protocol under which a fresh network on task k alone has task k's schedule.
@@ -127,6 +133,8 @@ class TrialSpec:
     sources: dict[str, str]  # dotted key -> sweep-file field it came from
     config: dict[str, Any]  # full trial config (choice keys hold their first option)
     tags: dict[str, str] = field(default_factory=dict)  # extra run tags (a scratch role)
+    stage: str = MAIN  # PREFIX trials run before the BRANCH trials that continue them
+    branch_of: str | None = None  # a branch: the label of the prefix trial it continues
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,10 @@ class SweepConfig:
     exclude: tuple[dict[str, str], ...] = ()
     # grid.scratch: one scratch reference per seed (and other grid point) and task k >= 1.
     scratch: bool = False
+    branch: str = "none"  # grid.branch: one of BRANCH_MODES
+
+    def stages(self) -> tuple[str, ...]:
+        return (PREFIX, BRANCH) if self.branch == "prefix" else (MAIN,)
 
     @property
     def grid_axes(self) -> tuple[Axis, ...]:
@@ -181,12 +193,58 @@ class SweepConfig:
                 part for axis, part in zip(grid, parts, strict=True) if axis.target != METHOD_KEY
             ]
             points.setdefault(tuple(rest), (out[-1], rest))
+        if self.branch == "prefix":
+            out = self._branched(out, points.values())
         if self.scratch:
-            out += self._scratch_trials(points.values(), first_index=len(out))
+            stage = PREFIX if self.branch == "prefix" else MAIN
+            out += self._scratch_trials(points.values(), first_index=len(out), stage=stage)
+        return out
+
+    def _branched(
+        self, trials: list[TrialSpec], points: Iterable[tuple[TrialSpec, list[str]]]
+    ) -> list[TrialSpec]:
+        """grid.branch prefix: per grid point but the method, one prefix trial (method
+        none, task 0 of the sequence alone, to its end), then every method's trial as a
+        branch that continues from the prefix's final checkpoint."""
+        from knife.envs.tasks import TaskSequence
+
+        prefixes: dict[tuple[tuple[str, Any], ...], TrialSpec] = {}
+        out: list[TrialSpec] = []
+        for spec, parts in points:
+            rest = {k: v for k, v in spec.overrides.items() if k != METHOD_KEY}
+            sources = {k: v for k, v in spec.sources.items() if k != METHOD_KEY}
+            sequence = TaskSequence.from_config(spec.config["tasks"]).to_config()
+            if len(sequence["tasks"]) < 2:
+                raise ConfigError(
+                    f"grid.branch: prefix needs sequences of 2 tasks or more; "
+                    f"{spec.sources.get('tasks', 'base.tasks')} has 1"
+                )
+            first = {**sequence, "tasks": [sequence["tasks"][0]]}
+            overrides = {**rest, METHOD_KEY: "none", "tasks": first}
+            config = build_trial_config(self.base, overrides)
+            label = "-".join(["prefix", *parts])
+            tags = {ROLE_TAG: PREFIX, "method": PREFIX}
+            prefix = TrialSpec(
+                len(out),
+                label,
+                overrides,
+                {**sources, "tasks": "grid.branch"},
+                config,
+                tags,
+                PREFIX,
+            )
+            prefixes[_point_key(rest)] = prefix
+            out.append(prefix)
+        for spec in trials:
+            rest = {k: v for k, v in spec.overrides.items() if k != METHOD_KEY}
+            prefix = prefixes[_point_key(rest)]
+            out.append(
+                dataclasses.replace(spec, index=len(out), stage=BRANCH, branch_of=prefix.label)
+            )
         return out
 
     def _scratch_trials(
-        self, points: Iterable[tuple[TrialSpec, list[str]]], first_index: int
+        self, points: Iterable[tuple[TrialSpec, list[str]]], first_index: int, stage: str = MAIN
     ) -> list[TrialSpec]:
         """For each grid point but the method, and each task k >= 1 of its sequence: a
         fresh network (method none) trained on task k alone, with the sequence's budget,
@@ -210,7 +268,13 @@ class SweepConfig:
                 index = first_index + len(out)
                 out.append(
                     TrialSpec(
-                        index, label, overrides, {**sources, "tasks": "grid.scratch"}, config, tags
+                        index,
+                        label,
+                        overrides,
+                        {**sources, "tasks": "grid.scratch"},
+                        config,
+                        tags,
+                        stage,
                     )
                 )
         return out
@@ -526,6 +590,7 @@ def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> Swe
     grid_raw = raw.get("grid") or {}
     exclude = () if grid_raw.get("exclude") is None else _parse_exclude(grid_raw["exclude"], axes)
     scratch = _parse_scratch(grid_raw.get("scratch"), axes, base)
+    branch = _parse_branch(grid_raw.get("branch"), axes, base)
 
     mlflow_raw = {} if raw.get("mlflow") is None else require_mapping("mlflow", raw["mlflow"])
     _check_keys("mlflow", mlflow_raw, MLFLOW_KEYS)
@@ -544,6 +609,7 @@ def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> Swe
         source=source,
         exclude=exclude,
         scratch=scratch,
+        branch=branch,
     )
     if not sweep.trials():
         raise ConfigError("grid.exclude: leaves no trial to run")
@@ -581,6 +647,30 @@ def _parse_scratch(raw: Any, axes: list[Axis], base: dict[str, Any]) -> bool:
                     "grid.scratch)"
                 )
     return True
+
+
+def _parse_branch(raw: Any, axes: list[Axis], base: dict[str, Any]) -> str:
+    """`grid.branch`: one of BRANCH_MODES; `prefix` needs task sequences of 2 tasks or more
+    (the prefix is task 0, the branches continue with task 1)."""
+    if raw is None:
+        return "none"
+    if raw not in BRANCH_MODES:
+        allowed = ", ".join(BRANCH_MODES)
+        raise ConfigError(f"grid.branch: must be one of {allowed}, got {raw!r}")
+    if raw == "none":
+        return raw
+    sequences = [a for a in axes if a.target == "tasks"]
+    if not sequences and not isinstance(base.get("tasks"), Mapping):
+        raise ConfigError(
+            "grid.branch: prefix needs a task sequence (grid.sequences or a base.tasks "
+            "mapping); its methods branch at the first switch"
+        )
+    return raw
+
+
+def _point_key(overrides: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A grid point's overrides as a hashable key (values by their repr)."""
+    return tuple(sorted((k, repr(v)) for k, v in overrides.items()))
 
 
 def _attribute(msg: str, sources: Mapping[str, str]) -> str:

@@ -49,6 +49,12 @@ _LOCK_MARKERS = ("database is locked", "database table is locked", "database sch
 # where a stop notice ended one (knife.platform.checkpoints.stop_with_checkpoint).
 ATTEMPTS_TAG = "knife.attempts"
 RESTORED_TAG = "knife.restored_from_iteration"
+# A paired branch (grid.branch): the MLflow run of the prefix it continues, whose metric
+# history it holds (copied once: BRANCH_COPIED_TAG), and the digests of its state at the
+# branch point, per component (the prefix writes the same at its end).
+BRANCH_OF_TAG = "knife.branch_of"
+BRANCH_COPIED_TAG = "knife.branch_history_copied"
+BRANCH_STATE_TAG = "knife.branch_state"
 STOPPED_AT_TAG = "knife.stopped_at"
 INTERRUPTED_CHECKPOINT_TAG = "interrupted_checkpoint"
 
@@ -280,6 +286,21 @@ class MlflowStore:
         steps = np.array(sorted(by_step), dtype=np.float64)
         values = np.array([by_step[int(s)][1] for s in steps], dtype=np.float64)
         return steps, values
+
+    def copy_history(self, source: str, target: str) -> int:
+        """Log every metric point of run `source` into run `target` (same steps, values and
+        timestamps); returns the number of points."""
+        from mlflow.entities import Metric
+
+        keys = retry(self.client.get_run, source).data.metrics
+        points = [
+            Metric(m.key, m.value, m.timestamp, m.step)
+            for key in sorted(keys)
+            for m in retry(self.client.get_metric_history, source, key)
+        ]
+        for i in range(0, len(points), 1000):  # MLflow's batch limit
+            retry(self.client.log_batch, target, metrics=points[i : i + 1000])
+        return len(points)
 
     def end_run(self, run_id: str, status: str, *, only_if_running: bool = False) -> bool:
         """Set a run's final status; with `only_if_running`, leave an ended run alone.

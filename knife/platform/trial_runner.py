@@ -23,13 +23,30 @@ from typing import Any
 from knife.platform.checkpoints import (
     checkpoint_candidates,
     restore_first_good,
+    state_digest,
     stop_with_checkpoint,
     write_checkpoint,
 )
 from knife.platform.config import TrialConfig, parse_trial_config
 from knife.platform.preemption import ACK_FILE, NOTICE_FILE, Preempted, StopRequest
-from knife.platform.sweep_config import TuneOptions, build_trial_config, import_plugins
-from knife.platform.tracking import ATTEMPTS_TAG, RESTORED_TAG, TrialLogger, retry, trial_tags
+from knife.platform.sweep_config import (
+    PREFIX,
+    ROLE_TAG,
+    TuneOptions,
+    build_trial_config,
+    import_plugins,
+)
+from knife.platform.tracking import (
+    ATTEMPTS_TAG,
+    BRANCH_COPIED_TAG,
+    BRANCH_OF_TAG,
+    BRANCH_STATE_TAG,
+    RESTORED_TAG,
+    MlflowStore,
+    TrialLogger,
+    retry,
+    trial_tags,
+)
 from knife.platform.trial_loop import TrialProgress, finish_trial, task_names, train_to_budget
 from knife.policies import metric_keys as mk
 
@@ -232,6 +249,8 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         if restored is not None:
             progress = restored
             logger.set_tags({RESTORED_TAG: progress.iteration})
+        elif config["variant"].get("branch"):
+            algo, progress = _start_branch(algo, cfg, config["variant"]["branch"], logger, meta)
 
         every = int(meta["checkpoint_every"])
         # A checkpoint taken at the end (resume after the driver died between the trial's
@@ -260,6 +279,9 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         title = f"{ctx.get_trial_name()}  ({cfg.algorithm}, method {cfg.plasticity['method']})"
         finish_trial(cfg, logger, progress, title=title, extra={"attempts": logger.attempt})
         run_id = logger.run_id
+        if config["variant"].get("tags", {}).get(ROLE_TAG) == PREFIX:
+            # What its branches must start from: they check it against their own state.
+            logger.set_tags(_digest_tags(algo))
         logger.end("FINISHED")  # before the last report: Tune may end this process after it
         _report_with_checkpoint(algo, progress.report(run_id), progress)
     except Preempted as exc:
@@ -274,6 +296,37 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
     finally:
         WORKER_IDLE.set()
         algo.stop()
+
+
+def _digest_tags(algo: Any) -> dict[str, str]:
+    return {f"{BRANCH_STATE_TAG}/{k}": v for k, v in state_digest(algo).items()}
+
+
+def _start_branch(
+    algo: Any,
+    cfg: TrialConfig,
+    branch: Mapping[str, str],
+    logger: SweepRunLogger,
+    meta: Mapping[str, Any],
+) -> tuple[Any, TrialProgress]:
+    """A paired branch's first attempt (grid.branch): restore the prefix's final checkpoint
+    into this trial's own algorithm (its method, the whole sequence), record the state it
+    starts from, and give its MLflow run the prefix's history, so its curves start at 0."""
+    from ray import tune
+
+    from knife.platform.algorithm_factory import build_algorithm
+
+    source = tune.Checkpoint(branch["checkpoint"])
+    algo, progress = restore_first_good(algo, [source], lambda: build_algorithm(cfg))
+    if progress is None:
+        raise RuntimeError(f"branch: nothing to restore at {branch['checkpoint']}")
+    logger.set_tags({BRANCH_OF_TAG: branch["parent_run_id"], **_digest_tags(algo)})
+    store = MlflowStore(meta["tracking_uri"])
+    run = store.retry(store.client.get_run, logger.run_id)
+    if run.data.tags.get(BRANCH_COPIED_TAG) is None and branch["parent_run_id"]:
+        copied = store.copy_history(branch["parent_run_id"], logger.run_id)
+        logger.set_tags({BRANCH_COPIED_TAG: copied})
+    return algo, progress
 
 
 def _report_with_checkpoint(algo: Any, report: dict, progress: TrialProgress) -> None:

@@ -189,6 +189,8 @@ class QMix(Algorithm):
             self._sync_weights()
         if self.counters["last_test_at"] < 0:
             self._test()  # the untrained policy's test return, at env step 0
+        if self._between_tasks():
+            self._start_next_task()  # restored from a shared prefix's end (a paired branch)
 
         step_start = t0 = time.perf_counter()
         samples = self._sample_training_episodes()
@@ -382,13 +384,23 @@ class QMix(Algorithm):
             return False
         return self.counters["env_steps"] >= self.sequence.boundaries()[self.progress.index]
 
+    def _between_tasks(self) -> bool:
+        """The current task has ended and another follows: only after a restore from a
+        checkpoint taken at a task's end (a shared prefix, docs/design.md 9)."""
+        if self.sequence is None or self.progress.current.end_env_steps is None:
+            return False
+        return self.progress.index + 1 < len(self.sequence)
+
     def _end_task(self) -> None:
         """Final test of the finished task; then switch to the next one, if any."""
         self._test()
         self.progress.end_task(self.counters["env_steps"])
+        if self._between_tasks():
+            self._start_next_task()
+
+    def _start_next_task(self) -> None:
+        """The switch to the next task, the same for every method (docs/design.md 9)."""
         nxt = self.progress.index + 1
-        if nxt >= len(self.sequence):
-            return
         self.progress.start_task(self.counters["env_steps"])
         self._drop_samples_in_flight()
         self.env_runner_group.foreach_env_runner(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -464,4 +465,59 @@ def test_scratch_refuses_a_protocol_that_would_not_match():
     raw = json.loads(json.dumps(SCRATCH_SWEEP))
     raw["grid"]["scratch"] = "yes"
     with pytest.raises(ConfigError, match="grid.scratch: must be true or false"):
+        parse_sweep_config(raw)
+
+
+def test_branch_prefix_trains_task_0_once_per_seed_and_branches_every_method():
+    """grid.branch prefix: one prefix trial per seed (method none, task 0 alone, to its
+    end), then every method as a branch of it; scratch references run with the prefixes."""
+    raw = json.loads(json.dumps(SCRATCH_SWEEP))
+    raw["grid"]["branch"] = "prefix"
+    sweep = parse_sweep_config(raw)
+    assert sweep.stages() == ("prefix", "branch")
+    trials = sweep.trials()
+    by_stage = {s: [t for t in trials if t.stage == s] for s in sweep.stages()}
+    assert [t.label for t in by_stage["prefix"]] == [
+        "prefix-s0-cp",
+        "prefix-s1-cp",
+        "scratch-s0-cp-t1",
+        "scratch-s1-cp-t1",
+    ]
+    assert sorted(t.label for t in by_stage["branch"]) == [
+        "knife-s0-cp",
+        "knife-s1-cp",
+        "none-s0-cp",
+        "none-s1-cp",
+    ]
+    prefixes = {t.label: t for t in by_stage["prefix"]}
+    for branch in by_stage["branch"]:
+        prefix = prefixes[branch.branch_of]
+        cfg, pre = parse_trial_config(branch.config), parse_trial_config(prefix.config)
+        assert prefix.tags == {"knife.role": "prefix", "method": "prefix"}
+        assert pre.plasticity["method"] == "none" and pre.seed == cfg.seed
+        assert pre.tasks["tasks"] == cfg.tasks["tasks"][:1]  # task 0, its whole budget
+        assert pre.steps == 400 and cfg.steps == 1000
+        assert pre.training == cfg.training and pre.evaluation == cfg.evaluation
+        for key in ("reanneal_epsilon", "buffer_on_switch", "target_on_switch"):
+            assert pre.tasks[key] == cfg.tasks[key], key
+    assert len({t.label for t in trials}) == len(trials) == 8
+    unbranched = parse_sweep_config(SCRATCH_SWEEP)
+    assert unbranched.stages() == ("main",) and {t.stage for t in unbranched.trials()} == {"main"}
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"branch": "every"}, "grid.branch: must be one of none, prefix, got 'every'"),
+        (
+            {"branch": "prefix", "sequences": {"one": [{"env": "matrix:climbing", "steps": 50}]}},
+            "grid.branch: prefix needs sequences of 2 tasks or more; grid.sequences.one has 1",
+        ),
+    ],
+)
+def test_bad_branch_is_refused_by_field(change, expected):
+    raw = json.loads(json.dumps(SCRATCH_SWEEP))
+    del raw["grid"]["scratch"]
+    raw["grid"].update(change)
+    with pytest.raises(ConfigError, match=re.escape(expected)):
         parse_sweep_config(raw)

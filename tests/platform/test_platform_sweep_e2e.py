@@ -874,3 +874,93 @@ def test_failing_trial_is_retried_and_the_sweep_completes(tmp_path):
     steps = [m.step for m in client_for(runs).get_metric_history(run.info.run_id, "env_steps")]
     # the retry does not re-log the steps it retrained after its checkpoint
     assert len(steps) == len(set(steps)) and steps == sorted(steps)
+
+
+def test_branched_sweep_trains_each_prefix_once_and_resumes_after_a_kill(tmp_path):
+    """grid.branch prefix: per seed one prefix trial (task 0, method none), then every method
+    branches from its final checkpoint, byte-identical (networks, optimizer, buffer, RNG).
+    The driver is killed while the branches run; --resume loses and duplicates nothing."""
+    runs = tmp_path / "runs"
+    raw = {
+        **CI_SWEEP,
+        "name": "branched",
+        "grid": {**CI_SWEEP["grid"], "branch": "prefix"},
+    }
+    del raw["grid"]["scratch"]
+    path = write_sweep(tmp_path, raw)
+    env = knife_env(TUNE_GLOBAL_CHECKPOINT_S="1")
+    proc = start_sweep(path, runs, tmp_path / "first.log", env)
+    try:
+        deadline = time.monotonic() + SWEEP_TIMEOUT_S
+        while True:  # kill once a branch's MLflow run is live
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the branches never started"
+            live = [
+                r
+                for r in trial_runs(runs, "branched")
+                if r.info.status == "RUNNING" and r.data.tags.get("knife.branch_of")
+            ]
+            if live:
+                break
+            time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        reap(proc)
+    resumed = subprocess.run(
+        knife_cmd("sweep", str(path), "--runs-dir", str(runs), "--resume", "--quiet"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_TIMEOUT_S,
+    )
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    after = trial_runs(runs, "branched")
+    assert all(r.info.status == "FINISHED" for r in after)
+    labels = [r.data.tags["trial_label"] for r in after]
+    assert len(labels) == len(set(labels)) == 6  # one run per trial: 2 prefixes, 4 branches
+    prefixes = {r.data.tags["seed"]: r for r in after if r.data.tags.get("knife.role") == "prefix"}
+    assert sorted(prefixes) == ["0", "1"]  # the shared prefix is trained once per seed
+    assert all(r.data.tags["knife.attempts"] == "1" for r in prefixes.values())
+    client = client_for(runs)
+    branches = [r for r in after if r.data.tags.get("knife.role") is None]
+    assert sorted((r.data.tags["method"], r.data.tags["seed"]) for r in branches) == [
+        ("knife", "0"),
+        ("knife", "1"),
+        ("none", "0"),
+        ("none", "1"),
+    ]
+    digest_keys = [
+        f"knife.branch_state/{k}" for k in ("networks", "optimizer", "replay_buffer", "rng")
+    ]
+    for run in branches:
+        prefix = prefixes[run.data.tags["seed"]]
+        assert run.data.tags["knife.branch_of"] == prefix.info.run_id
+        for key in digest_keys:  # the state each method starts from is the prefix's end
+            assert run.data.tags[key] == prefix.data.tags[key], key
+        # The prefix's history, copied once: task 0's curve is the prefix's, step by step.
+        task0 = [
+            (m.step, m.value)
+            for m in client.get_metric_history(run.info.run_id, "task/0/test_return")
+        ]
+        mine = [
+            (m.step, m.value)
+            for m in client.get_metric_history(prefix.info.run_id, "task/0/test_return")
+        ]
+        assert sorted(task0) == sorted(mine) and len({s for s, _ in task0}) == len(task0)
+        assert run.data.metrics["task/1/start_env_steps"] == 150.0
+        assert run.data.metrics["env_steps"] == BUDGET
+    assert prefixes["0"].data.tags[digest_keys[0]] != prefixes["1"].data.tags[digest_keys[0]]
+    # knife report pairs the branches by seed and leaves the prefixes out.
+    out = tmp_path / "report"
+    report = subprocess.run(
+        knife_cmd("report", "branched", "--runs-dir", str(runs), "--out", str(out), "--no-mlflow"),
+        env=knife_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "8 finished trial runs" not in report.stdout and "4 finished trial runs" in report.stdout
+    paired = list(csv.DictReader(open(out / "paired.csv")))
+    assert {(r["method"], r["against"], r["seeds"]) for r in paired} == {("knife", "none", "2")}

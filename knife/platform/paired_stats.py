@@ -50,6 +50,11 @@ def _diffs(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
     return a - b
 
 
+def _constant(d: np.ndarray) -> bool:
+    """Differences without spread (up to float rounding): tests on them divide by ~0."""
+    return bool(np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())))
+
+
 def paired_difference(
     a: Sequence[float],
     b: Sequence[float],
@@ -60,7 +65,7 @@ def paired_difference(
 ) -> PairedDifference:
     """Mean of a_i - b_i over seeds and its percentile bootstrap interval."""
     d = _diffs(a, b)
-    if np.all(d == d[0]):  # no spread: the interval is the point
+    if _constant(d):  # no spread: the interval is the point
         return PairedDifference(float(d[0]), float(d[0]), float(d[0]), d.size)
     res = stats.bootstrap(
         (d,),
@@ -91,10 +96,10 @@ def probability_of_improvement(a: np.ndarray, b: np.ndarray) -> float:
 
 def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided paired t-test of mean(a - b) = 0. Differences without spread are decided
-    by their sign: p = 1 when all are 0, else 0 (the t statistic is infinite)."""
+    by their value: p = 1 when all are 0, else 0 (the t statistic is infinite)."""
     d = _diffs(a, b)
-    if np.all(d == d[0]):
-        return 1.0 if d[0] == 0 else 0.0
+    if _constant(d):
+        return 1.0 if abs(d[0]) <= 1e-12 else 0.0
     return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
@@ -105,6 +110,8 @@ def equivalence(
     if margin <= 0:
         raise ValueError(f"equivalence margin must be > 0, got {margin!r}")
     d = _diffs(a, b)
+    if _constant(d):  # the same difference every seed: inside the margin or not
+        return (abs(d[0]) < margin, 0.0 if abs(d[0]) < margin else 1.0)
     above = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
     below = stats.ttest_1samp(d, margin, alternative="less").pvalue
     p = float(max(above, below))
@@ -154,5 +161,6 @@ def seeds_needed(effect: float, *, power: float = POWER, alpha: float = ALPHA) -
 def observed_effect(a: Sequence[float], b: Sequence[float]) -> float:
     """Paired effect size d = mean(a - b) / sd(a - b) (sd with ddof 1)."""
     d = _diffs(a, b)
-    sd = d.std(ddof=1)
-    return float("inf") if sd == 0 else float(d.mean() / sd)
+    if _constant(d):
+        return 0.0 if abs(d[0]) <= 1e-12 else float("inf") * np.sign(d[0])
+    return float(d.mean() / d.std(ddof=1))

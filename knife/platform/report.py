@@ -19,6 +19,8 @@ Where the numbers come from, per run (the latest value of each metric):
   `task/<i>/final_test_win_rate` (the Algorithm's own per-task results);
 * a single-env run: the last `test/return` / `test/win_rate`, and the area under its logged
   test curve divided by its span (the same definition as the per-task AUC).
+* a sweep's grid points besides method, seed, sequence and algorithm (tag `knife.point`,
+  e.g. the labels of its params axes) are groups of their own: `<sequence> [<point>]`.
 * stagnant fraction at the end of a task: the last logged `plasticity/<net>/stagnant_fraction`
   before the next task starts (before any intervention at the switch), or the run's last.
 A run without a value for a cell (stopped before that task ended) is left out of that cell;
@@ -67,7 +69,7 @@ from knife.platform.stats import (
     format_interval,
     stratified_bootstrap,
 )
-from knife.platform.sweep_config import PREFIX, ROLE_TAG, SCRATCH_TASK_TAG
+from knife.platform.sweep_config import POINT_TAG, PREFIX, ROLE_TAG, SCRATCH_TASK_TAG
 from knife.platform.tracking import MlflowStore, redact_uri
 from knife.platform.trial_runner import KIND_TAG
 from knife.policies import metric_keys as mk
@@ -154,11 +156,15 @@ def _task_indices(metrics: Mapping[str, float], tags: Mapping[str, str]) -> list
 def load_run(store: MlflowStore, run: Any) -> RunData:
     """The scores and curves of one finished run."""
     tags, metrics = run.data.tags, run.data.metrics
+    # Runs of one grid point but their method and seed are compared: a sweep's other axes
+    # (params) make groups of their own, named after the sequence.
+    point = tags.get(POINT_TAG)
+    sequence = tags.get("sequence", "none")
     data = RunData(
         run_id=run.info.run_id,
         method=tags.get("method", "none"),
         seed=tags.get("seed", "?"),
-        sequence=tags.get("sequence", "none"),
+        sequence=f"{sequence} [{point}]" if point else sequence,
         algorithm=tags.get("algorithm", "qmix"),
         role=tags.get(ROLE_TAG, "trial"),
     )
@@ -706,8 +712,8 @@ def build_report(
         paired_lines += [
             "",
             f"Not paired: {', '.join(ambiguous)}, where two runs of one method share a seed "
-            "(a grid axis besides method, seed, sequence and algorithm); report one grid "
-            "point per experiment to pair them.",
+            "and a grid point (tune.num_samples > 1, or runs without a knife.point tag from "
+            "before it existed).",
         ]
 
     out = Path(out_dir).expanduser().resolve()

@@ -51,6 +51,10 @@ BRANCH_MODES = ("none", "prefix")
 MAIN, PREFIX, BRANCH = "main", "prefix", "branch"
 # Run tags that mark a trial as the scratch reference of one task (issue 16).
 ROLE_TAG, SCRATCH_TASK_TAG = "knife.role", "knife.scratch_task"
+# The grid point of a trial but its method, seed, sequence and algorithm (e.g. the labels of
+# its params axes): runs that differ only in method and seed are compared with each other.
+POINT_TAG = "knife.point"
+UNPAIRED_AXES = ("plasticity.method", "seed", "tasks", "algorithm")
 # The switch protocol under which a fresh network on task k alone has task k's schedule.
 SCRATCH_PROTOCOL = {"reanneal_epsilon": True, "buffer_on_switch": "flush"}
 TUNE_KEYS = (
@@ -188,7 +192,13 @@ class SweepConfig:
                 sources.setdefault(axis.target, axis.source(0))
             config = build_trial_config(self.base, overrides)
             label = "-".join(parts) or self.name
-            out.append(TrialSpec(len(out), label, overrides, sources, config))
+            point = "-".join(
+                axis.labels[i]
+                for axis, i in zip(grid, combo, strict=True)
+                if axis.target not in UNPAIRED_AXES
+            )
+            tags = {POINT_TAG: point} if point else {}
+            out.append(TrialSpec(len(out), label, overrides, sources, config, tags))
             rest = [
                 part for axis, part in zip(grid, parts, strict=True) if axis.target != METHOD_KEY
             ]
@@ -223,7 +233,7 @@ class SweepConfig:
             overrides = {**rest, METHOD_KEY: "none", "tasks": first}
             config = build_trial_config(self.base, overrides)
             label = "-".join(["prefix", *parts])
-            tags = {ROLE_TAG: PREFIX, "method": PREFIX}
+            tags = {**spec.tags, ROLE_TAG: PREFIX, "method": PREFIX}
             prefix = TrialSpec(
                 len(out),
                 label,
@@ -264,7 +274,12 @@ class SweepConfig:
                 label = "-".join(["scratch", *parts, f"t{k}"])
                 # MLflow's `method` tag reads "scratch", so the UI's grouping by method and
                 # the saved views keep the references apart from `none` (they train `none`).
-                tags = {ROLE_TAG: "scratch", SCRATCH_TASK_TAG: str(k), "method": "scratch"}
+                tags = {
+                    **spec.tags,
+                    ROLE_TAG: "scratch",
+                    SCRATCH_TASK_TAG: str(k),
+                    "method": "scratch",
+                }
                 index = first_index + len(out)
                 out.append(
                     TrialSpec(

@@ -185,3 +185,24 @@ def test_task_values_and_the_answer_without_enough_seeds():
     text = answer([undecided])
     assert text.startswith("**Not determined with 3 seeds**")
     assert "needs up to 23 seeds" in text and "41 at a normalized effect" in text
+
+
+def test_grid_points_besides_method_and_seed_are_groups_of_their_own(tmp_path):
+    """Two values of a params axis (tag knife.point): each pairs its own runs by seed."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    base = {"algorithm": "qmix", "knife.kind": "trial", "sequence": "ab"}
+    for point, lift in (("lr1", 1.0), ("lr2", 3.0)):
+        for s in (0, 1):
+            for method, extra in (("none", 0.0), ("knife", lift)):
+                tags = {**base, "method": method, "seed": str(s), "knife.point": point}
+                with TrialLogger(uri, "points", tags=tags) as log:
+                    _log_task(log, 0, [0.0, 1.0, 1.0, 1.0], 0)
+                    _log_task(log, 1, [v + extra + 0.1 * s for v in (0, 1, 2, 3)], 400)
+    out = tmp_path / "out"
+    build_report("points", uri, out, reps=500, log_to_mlflow=False, progress=False)
+    rows = [r for r in _rows(out) if r["score"] == "final"]
+    got = {(r["sequence"], r["method"], r["against"], r["seeds"]) for r in rows}
+    assert got == {("ab [lr1]", "knife", "none", "2"), ("ab [lr2]", "knife", "none", "2")}
+    lifts = {r["sequence"]: float(r["diff_mean"]) for r in rows}
+    assert lifts == pytest.approx({"ab [lr1]": 1.0, "ab [lr2]": 3.0})
+    assert "Not paired" not in (out / "report.md").read_text()

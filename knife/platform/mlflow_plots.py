@@ -184,3 +184,32 @@ def stagnation_scatter_plot(
         with_points[-1].legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=10)
     return _save(plt, fig, path)
+
+
+def gap_plot(
+    panels: Mapping[str, Mapping[str, Sequence[tuple[float, float, float, float]]]],
+    path: str | Path,
+    *,
+    title: str,
+) -> Path:
+    """One panel per score: the plasticity gap (y, with its interval) against the learner
+    updates a task's budget buys (x, log scale), one line per series of grid points."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(11, 4.2), squeeze=False)
+    names = sorted({name for series in panels.values() for name in series})
+    palette = dict(zip(names, _palette(len(names)), strict=True))
+    for ax, (score, series) in zip(axes[0], panels.items(), strict=False):
+        for name, points in sorted(series.items()):
+            xs, ys, lows, highs = np.array(sorted(points), dtype=float).T
+            ax.errorbar(xs, ys, yerr=[ys - lows, highs - ys], marker="o", ms=4, capsize=3,
+                        color=palette[name], label=name)  # fmt: skip
+        ax.axhline(0.0, color="0.5", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("learner updates per task (the scratch reference's)")
+        ax.set_ylabel(f"gap, {score}: none - scratch (normalized)")
+        ax.grid(alpha=0.3)
+    with_points = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+    if with_points:
+        with_points[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _save(plt, fig, path)

@@ -68,6 +68,7 @@ COLUMNS = (
     *(f"diff_{p}" for p in ("mean", "low", "high")),
     *(f"norm_diff_{p}" for p in ("mean", "low", "high")),
     *(f"forward_transfer_{p}" for p in ("mean", "low", "high")),
+    "updates_per_task",
     "prob_improvement",
     "p",
     "p_holm",
@@ -98,6 +99,7 @@ class TaskValues:
     final: float | None
     auc: float | None
     forgetting: float | None = None  # peak of the task's tests minus its last re-test
+    updates: float | None = None  # a scratch reference's learner updates (on its one task)
 
 
 # (sequence, algorithm) -> method (or SCRATCH) -> task -> seed -> values
@@ -110,15 +112,17 @@ def task_values(
     auc: float | None,
     final_tests: int = FINAL_TESTS,
     retests: np.ndarray | None = None,
+    updates: float | None = None,
 ) -> TaskValues:
     """A task's values from its greedy test curve (and its re-tests after it ended)."""
     del steps  # the tests are in step order; their steps matter only to the AUC
     if len(values) == 0:
-        return TaskValues(None, None, auc)
+        return TaskValues(None, None, auc, updates=updates)
     forgetting = None
     if retests is not None and len(retests):
         forgetting = float(np.max(values) - retests[-1])
-    return TaskValues(float(values[0]), float(np.mean(values[-final_tests:])), auc, forgetting)
+    final = float(np.mean(values[-final_tests:]))
+    return TaskValues(float(values[0]), final, auc, forgetting, updates)
 
 
 def score_table(runs: list[Any], final_tests: int = FINAL_TESTS) -> tuple[ScoreTable, list[str]]:
@@ -135,7 +139,8 @@ def score_table(runs: list[Any], final_tests: int = FINAL_TESTS) -> tuple[ScoreT
             cell = table[group][who][i]
             if run.seed in cell:
                 ambiguous.add(group)
-            cell[run.seed] = task_values(steps, values, task.auc, final_tests, retests)
+            updates = run.learner_updates if who == SCRATCH else None
+            cell[run.seed] = task_values(steps, values, task.auc, final_tests, retests, updates)
     left_out = sorted(f"{s} ({a})" for s, a in ambiguous)
     for group in ambiguous:
         del table[group]
@@ -263,6 +268,8 @@ def paired_rows(
                     }
                     if score == "auc" and against == SCRATCH:
                         row.update(_forward_transfer(x, y, reps, seed))
+                    if against == SCRATCH:
+                        row["updates_per_task"] = _mean_updates(methods[SCRATCH].get(i, {}))
                     rows.append(row)
                 if len(compared) > 1 and len(per_task) == len(compared):
                     rows.append(
@@ -278,6 +285,13 @@ def _where(
     """A row's sequence, algorithm, task and task name."""
     name = names.get((*group, task), f"task {task}")
     return {"sequence": group[0], "algorithm": group[1], "task": str(task), "task_name": name}
+
+
+def _mean_updates(references: Mapping[str, TaskValues]) -> float | None:
+    """The learner updates a task's budget buys (its scratch references', mean over seeds):
+    the x axis of the gap plot."""
+    updates = [v.updates for v in references.values() if v.updates is not None]
+    return float(np.mean(updates)) if updates else None
 
 
 def _all_tasks_row(

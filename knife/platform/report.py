@@ -45,6 +45,7 @@ from knife.platform.headline import headline_markdown, headline_rows, write_head
 from knife.platform.mlflow_plots import (
     NETWORKS,
     Curve,
+    gap_plot,
     learning_curve_plot,
     stagnant_plot,
     stagnation_scatter_plot,
@@ -125,6 +126,7 @@ class RunData:
     sequence: str
     algorithm: str = "qmix"
     role: str = "trial"  # or "scratch": a scratch reference (grid.scratch)
+    learner_updates: float | None = None
     tasks: dict[int, TaskScores] = field(default_factory=dict)
     boundaries: list[tuple[int, float]] = field(default_factory=list)
     test_curves: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -167,6 +169,7 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
         sequence=f"{sequence} [{point}]" if point else sequence,
         algorithm=tags.get("algorithm", "qmix"),
         role=tags.get(ROLE_TAG, "trial"),
+        learner_updates=_value(metrics, mk.LEARNER_UPDATES),
     )
     indices = _task_indices(metrics, tags)
     if not indices:  # one env, no task sequence
@@ -628,6 +631,30 @@ def write_plots(runs: list[RunData], out: Path, reps: int, seed: int) -> list[Pa
     return files
 
 
+def write_gap_plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """plasticity_gap.png: the normalized gap of `none` against scratch per task against
+    the learner updates per task, one line per (algorithm, task, grid point) across the
+    sequences (e.g. one sequence per budget); nothing without scratch references."""
+    panels: dict[str, dict[str, list[tuple[float, float, float, float]]]] = {}
+    for r in rows:
+        gap = (r["method"], r["against"]) == ("none", SCRATCH)
+        if not gap or r.get("norm_diff_mean") is None or not r.get("updates_per_task"):
+            continue
+        point = r["sequence"].partition(" [")[2].rstrip("]")
+        name = f"{r['algorithm']} task {r['task']}" + (f" [{point}]" if point else "")
+        point_xy = (
+            r["updates_per_task"],
+            r["norm_diff_mean"],
+            r["norm_diff_low"],
+            r["norm_diff_high"],
+        )
+        panels.setdefault(r["score"], {}).setdefault(name, []).append(point_xy)
+    if not panels:
+        return []
+    title = "plasticity gap: none - scratch reference, normalized, mean over seeds, 95% CI"
+    return [gap_plot(panels, out / "plasticity_gap.png", title=title)]
+
+
 REPORT_SUFFIX = "/report"  # the report runs of experiment E live in experiment E/report
 REPORT_TAG = "knife.report"  # on a sweep's parent run: the latest report's experiment/run
 
@@ -718,7 +745,7 @@ def build_report(
 
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(runs, out, reps, seed)
+    plots = write_plots(runs, out, reps, seed) + write_gap_plot(paired, out)
     files = [
         write_csv(rows, out / "summary.csv"),
         write_runs_csv(loaded, out / "runs.csv", final_tests),

@@ -75,6 +75,7 @@ def report(tmp_path_factory):
         tags.update({"knife.role": "scratch", "knife.scratch_task": "1"})
         with TrialLogger(uri, "paired", run_name=f"scratch-{s}-t1", tags=tags) as log:
             _log_task(log, 0, scratch_tests(s), 0)  # task 1 alone, as its task 0
+            log.log_metrics({"learner_updates": 100.0 + 10 * s}, step=STEPS[-1])
     out = root / "out"
     result = build_report("paired", uri, out, reps=2000, log_to_mlflow=False, progress=False)
     return result, out
@@ -124,6 +125,10 @@ def test_gap_of_none_against_scratch_matches_a_hand_computation(report):
     ]
     assert float(auc["forward_transfer_mean"]) == pytest.approx(np.mean(ft))
     assert auc["verdict"] == "loss"
+    # The gap plot's x: the learner updates a task's budget buys (the references' mean).
+    assert float(gap["updates_per_task"]) == pytest.approx(115.0)
+    png = (out / "plasticity_gap.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_methods_are_paired_against_none_and_scratch_with_holm_over_the_report(report):

@@ -35,6 +35,13 @@ matrix:two_step      QMIX paper (Rashid et al. 2018), 2 agents x 2 actions, 2 st
                      (action 1). In 2A every joint action pays 7; in 2B the payoff is
                      [[0, 1], [1, 8]]. Optimal return 8 (go to 2B, then both play 1).
 
+Config `permute` (every one-step game) relabels each agent's actions so that a game's
+optimum moves while its payoff values stay the same: `permute[i][a]` is the new label of
+agent i's action a, i.e. payoff'[permute[0][a_0], permute[1][a_1], ...] = payoff[a_0, a_1, ...].
+`matrix:climbing` with `permute: [[1, 2, 0], [0, 2, 1]]` pays 11 at (1, 0) instead of (0, 0).
+This is the matrix analogue of the label permutations that plasticity studies use (permuted
+MNIST, shuffled labels): the same difficulty, a different answer.
+
 One-step games: episode length 1, terminated=True after the step, obs = 1.0 for every agent
 (the state is always the same, so a constant feature is all there is), state = [1.0].
 Config `noise_features: n` (every one-step game) appends n N(0, 1) features, drawn each
@@ -63,6 +70,8 @@ from knife.envs.validation import check_actions, check_keys, get_float, get_int
 # the constant 1.0 alone, half of the hypernetworks' Linear(1, h) ReLUs are dead from
 # initialization by construction; noise features make the input non-degenerate.
 NOISE_FEATURES = "noise_features"
+# Relabels each agent's actions (module docstring): moves the optimum, keeps the payoffs.
+PERMUTE = "permute"
 CLIMBING = ((11.0, -30.0, 0.0), (-30.0, 7.0, 0.0), (0.0, 6.0, 5.0))
 NONMONOTONIC = ((8.0, -12.0, -12.0), (-12.0, 0.0, 0.0), (-12.0, 0.0, 0.0))
 QPLEX_3 = ((8.0, -12.0, -12.0), (-12.0, 6.0, 0.0), (-12.0, 0.0, 6.0))
@@ -110,29 +119,76 @@ def parse_payoff(payoff: Any) -> np.ndarray:
     return arr
 
 
-def _one_step_payoff(env_name: str, config: Mapping[str, Any]) -> np.ndarray:
-    """Validate `config` for a one-step game and return its payoff tensor."""
+def _named_payoff(env_name: str, config: Mapping[str, Any]) -> np.ndarray:
+    """Validate `config` for a one-step game and return its payoff tensor before `permute`."""
     if env_name == "matrix:climbing":
-        check_keys(env_name, config, [NOISE_FEATURES])
+        check_keys(env_name, config, [NOISE_FEATURES, PERMUTE])
         return np.array(CLIMBING)
     if env_name == "matrix:penalty":
-        check_keys(env_name, config, [NOISE_FEATURES, "k"])
+        check_keys(env_name, config, [NOISE_FEATURES, "k", PERMUTE])
         return penalty_payoff(get_float(config, "k", PENALTY_K_DEFAULT, max_value=0.0))
     if env_name in ("matrix:nonmonotonic", "matrix:qplex_2"):
-        check_keys(env_name, config, [NOISE_FEATURES])
+        check_keys(env_name, config, [NOISE_FEATURES, PERMUTE])
         return np.array(NONMONOTONIC)
     if env_name == "matrix:qplex_1":
-        check_keys(env_name, config, [NOISE_FEATURES, "first_weight"])
+        check_keys(env_name, config, [NOISE_FEATURES, "first_weight", PERMUTE])
         return qplex_1_payoff(get_float(config, "first_weight", QPLEX_1_FIRST_WEIGHT))
     if env_name == "matrix:qplex_3":
-        check_keys(env_name, config, [NOISE_FEATURES])
+        check_keys(env_name, config, [NOISE_FEATURES, PERMUTE])
         return np.array(QPLEX_3)
     if env_name == "matrix:custom":
-        check_keys(env_name, config, [NOISE_FEATURES, "payoff"])
+        check_keys(env_name, config, [NOISE_FEATURES, "payoff", PERMUTE])
         if "payoff" not in config:
             raise ValueError("env_config.payoff: required for matrix:custom (a nested list)")
         return parse_payoff(config["payoff"])
     raise ValueError(f"env: {env_name!r} is not a one-step matrix game")
+
+
+def parse_permutation(value: Any, action_counts: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """`env_config.permute` as one tuple per agent, or a ValueError naming the field.
+
+    Agent i's entry must list each of its actions 0..action_counts[i]-1 exactly once."""
+    shape = ", ".join(f"a permutation of 0..{count - 1}" for count in action_counts)
+    example = [list(range(1, count)) + [0] for count in action_counts]
+    if not isinstance(value, list | tuple) or len(value) != len(action_counts):
+        raise ValueError(
+            f"env_config.{PERMUTE}: must be a list with one permutation per agent "
+            f"({len(action_counts)} agents: {shape}; e.g. {example}), got {value!r}"
+        )
+    perms = []
+    for i, (perm, count) in enumerate(zip(value, action_counts, strict=True)):
+        ints = isinstance(perm, list | tuple) and all(
+            isinstance(a, int | np.integer) and not isinstance(a, bool | np.bool_) for a in perm
+        )
+        if not ints or sorted(int(a) for a in perm) != list(range(count)):
+            raise ValueError(
+                f"env_config.{PERMUTE}[{i}]: must be a permutation of 0..{count - 1} (agent "
+                f"{i}'s {count} actions, each listed once), got {perm!r}"
+            )
+        perms.append(tuple(int(a) for a in perm))
+    return tuple(perms)
+
+
+def permute_payoff(payoff: np.ndarray, permutation: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """The payoff with agent i's action a relabelled permutation[i][a] (module docstring)."""
+    out = np.empty_like(payoff)
+    out[np.ix_(*permutation)] = payoff
+    return out
+
+
+def permutation_label(permutation: Any) -> str:
+    """A task-name suffix that spells the permutation: [[1, 2, 0], [2, 0, 1]] -> 'perm120_201'
+    (actions joined with '-' where a game has more than 10)."""
+    sep = "" if all(a < 10 for perm in permutation for a in perm) else "-"
+    return "perm" + "_".join(sep.join(str(a) for a in perm) for perm in permutation)
+
+
+def _one_step_payoff(env_name: str, config: Mapping[str, Any]) -> np.ndarray:
+    """Validate `config` for a one-step game and return the payoff tensor the env plays."""
+    payoff = _named_payoff(env_name, config)
+    if config.get(PERMUTE) is None:
+        return payoff
+    return permute_payoff(payoff, parse_permutation(config[PERMUTE], payoff.shape))
 
 
 ONE_STEP_GAMES = (

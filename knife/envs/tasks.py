@@ -43,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 
 from knife.envs.base import TeamEnv, TeamSpec
+from knife.envs.matrix import PERMUTE, permutation_label
 from knife.envs.padding import PaddedTeamEnv, agent_mask, padded_spec
 from knife.envs.registry import make
 from knife.envs.registry import validate as validate_env
@@ -398,16 +399,32 @@ SMAX_STEPS = 2_000_000
 SMACV2_STEPS = 2_000_000
 
 
+# (game, permute) per task. Every game's unique optimum is (0, 0) before relabelling, so it
+# lands on (permute[0][0], permute[1][0]): (0, 0) -> (1, 2) -> (2, 1) -> (1, 0). Each agent's
+# optimal action changes at every switch, so a network that keeps the previous task's greedy
+# joint action is wrong on the next one.
+MATRIX_PAYOFFS_GAMES: tuple[tuple[str, tuple[tuple[int, ...], ...] | None], ...] = (
+    ("climbing", None),
+    ("nonmonotonic", ((1, 2, 0), (2, 0, 1))),
+    ("qplex_3", ((2, 0, 1), (1, 2, 0))),
+    ("climbing", ((1, 2, 0), (0, 2, 1))),
+)
+
+
+def _matrix_task(game: str, permute: tuple[tuple[int, ...], ...] | None, steps: int) -> Task:
+    """A one-step game, its actions relabelled by `permute`; the name spells the relabelling."""
+    if permute is None:
+        return Task(f"matrix:{game}", {}, steps, game)
+    env_config = {PERMUTE: [list(p) for p in permute]}
+    return Task(f"matrix:{game}", env_config, steps, f"{game}_{permutation_label(permute)}")
+
+
 def matrix_payoffs(steps: int | None = None) -> TaskSequence:
-    """Four 2-agent 3-action one-step games whose optimal joint action moves around."""
+    """Four 2-agent 3-action one-step games whose unique optimal joint action moves at every
+    switch: climbing (0, 0) -> nonmonotonic (1, 2) -> qplex_3 (2, 1) -> climbing (1, 0)."""
     s = steps or MATRIX_STEPS
     return TaskSequence(
-        [
-            Task("matrix:climbing", {}, s, "climbing"),
-            Task("matrix:penalty", {"k": -100.0}, s, "penalty_k-100"),
-            Task("matrix:nonmonotonic", {}, s, "nonmonotonic"),
-            Task("matrix:qplex_3", {}, s, "qplex_3"),
-        ],
+        [_matrix_task(game, permute, s) for game, permute in MATRIX_PAYOFFS_GAMES],
         name="matrix_payoffs",
     )
 

@@ -182,3 +182,81 @@ def test_noise_features_bad_value_is_named():
         validate("matrix:climbing", {"noise_features": -1})
     with pytest.raises(ValueError, match="allowed: noise_features, k"):
         validate("matrix:penalty", {"kk": 1})
+
+
+PERMUTABLE = [
+    ("matrix:climbing", {}),
+    ("matrix:penalty", {"k": -25}),
+    ("matrix:nonmonotonic", {}),
+    ("matrix:qplex_1", {}),
+    ("matrix:qplex_2", {}),
+    ("matrix:qplex_3", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "config"), PERMUTABLE)
+def test_permute_relabels_the_actions_and_keeps_the_payoffs(name, config):
+    perm = [[1, 2, 0], [2, 0, 1]]
+    original = all_rewards(make(name, **config))
+    permuted = all_rewards(make(name, **config, permute=perm))
+    for a0, a1 in itertools.product(range(3), repeat=2):
+        # Agent i's action a is now called perm[i][a]; what it pays is unchanged.
+        assert permuted[perm[0][a0], perm[1][a1]] == original[a0, a1]
+    assert sorted(permuted.ravel()) == sorted(original.ravel())
+
+
+def test_permute_moves_the_optimum():
+    env = make("matrix:climbing", permute=[[1, 2, 0], [0, 2, 1]])
+    table = all_rewards(env)
+    assert np.argwhere(table == table.max()).tolist() == [[1, 0]] and table.max() == 11.0
+    identity = make("matrix:climbing", permute=[[0, 1, 2], [0, 1, 2]])
+    np.testing.assert_array_equal(all_rewards(identity), CLIMBING)
+    np.testing.assert_array_equal(all_rewards(make("matrix:climbing", permute=None)), CLIMBING)
+
+
+def test_permute_custom_three_agents_with_different_action_counts():
+    payoff = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
+    perm = [[1, 0], [2, 0, 1], [3, 1, 0, 2]]
+    env = make("matrix:custom", payoff=payoff.tolist(), permute=perm)
+    for joint in itertools.product(range(2), range(3), range(4)):
+        relabelled = tuple(perm[i][a] for i, a in enumerate(joint))
+        assert play(env, relabelled)[1] == payoff[joint]
+
+
+@pytest.mark.parametrize(
+    ("permute", "message"),
+    [
+        ([[1, 2, 0]], "env_config.permute: must be a list with one permutation per agent (2 "
+                      "agents: a permutation of 0..2, a permutation of 0..2"),
+        ("120", "env_config.permute: must be a list with one permutation per agent"),
+        ([[1, 2, 0], [0, 0, 1]], "env_config.permute[1]: must be a permutation of 0..2 "
+                                 "(agent 1's 3 actions, each listed once), got [0, 0, 1]"),
+        ([[1, 2], [0, 1, 2]], "env_config.permute[0]: must be a permutation of 0..2"),
+        ([[0, 1, 3], [0, 1, 2]], "env_config.permute[0]: must be a permutation of 0..2"),
+        ([[0, 1, 2], [0, 1, 2.0]], "env_config.permute[1]: must be a permutation of 0..2"),
+        ([[True, False, 2], [0, 1, 2]], "env_config.permute[0]: must be a permutation of 0..2"),
+        ([[0, 1, 2], 5], "env_config.permute[1]: must be a permutation of 0..2"),
+    ],
+)  # fmt: skip
+def test_permute_bad_values_are_refused_by_field(permute, message):
+    from knife.envs import validate
+
+    for call in (
+        lambda: validate("matrix:nonmonotonic", {"permute": permute}),
+        lambda: make("matrix:nonmonotonic", permute=permute),
+    ):
+        with pytest.raises(ValueError) as err:
+            call()
+        assert message in str(err.value)
+
+
+def test_permute_is_refused_by_the_two_step_game():
+    with pytest.raises(ValueError, match="unknown key 'permute' for matrix:two_step"):
+        make("matrix:two_step", permute=[[1, 0], [1, 0]])
+
+
+def test_permutation_label_spells_the_permutation():
+    from knife.envs.matrix import permutation_label
+
+    assert permutation_label([[1, 2, 0], [2, 0, 1]]) == "perm120_201"
+    assert permutation_label([list(range(11)), [0]]) == "perm0-1-2-3-4-5-6-7-8-9-10_0"

@@ -1,4 +1,5 @@
 import importlib.util
+import itertools
 import re
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from knife.envs import (
     register,
     unregister,
 )
-from knife.envs.matrix import CLIMBING, NONMONOTONIC, QPLEX_3, penalty_payoff
+from knife.envs.matrix import CLIMBING, NONMONOTONIC, ONE_STEP_GAMES, QPLEX_3
 from knife.platform.config import TOP_LEVEL_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,6 +126,10 @@ BAD = [
     (
         [{"env": "matrix:climbing", "env_config": [1], "steps": 10}],
         "tasks[0].env_config: must be a mapping",
+    ),
+    (
+        [TWO[0], {"env": "matrix:qplex_3", "env_config": {"permute": [[0, 2, 2]]}, "steps": 9}],
+        "tasks[1].env_config.permute: must be a list with one permutation per agent",
     ),
     (
         [{"env": "matrix:climbing", "stepz": 10}],
@@ -266,18 +271,93 @@ def test_offline_presets_validate(name):
 def test_matrix_payoffs_preset_pays_each_game():
     seq = preset("matrix_payoffs")
     assert seq.spec() == TeamSpec(2, 3, 1, 1, 1)
-    payoffs = [
-        np.array(CLIMBING),
-        penalty_payoff(-100.0),
-        np.array(NONMONOTONIC),
-        np.array(QPLEX_3),
+    # permute[i][a] = agent i's new label for action a: payoff'[p0[a0], p1[a1]] = payoff[a0, a1]
+    games = [
+        (CLIMBING, ((0, 1, 2), (0, 1, 2))),
+        (NONMONOTONIC, ((1, 2, 0), (2, 0, 1))),
+        (QPLEX_3, ((2, 0, 1), (1, 2, 0))),
+        (CLIMBING, ((1, 2, 0), (0, 2, 1))),
     ]
-    for i, payoff in enumerate(payoffs):
+    assert [t.name for t in seq.tasks] == [
+        "climbing",
+        "nonmonotonic_perm120_201",
+        "qplex_3_perm201_120",
+        "climbing_perm120_021",
+    ]
+    for i, (payoff, (p0, p1)) in enumerate(games):
         env = seq.make_task_env(i)
         for a0 in range(3):
             for a1 in range(3):
                 env.reset()
-                assert env.step(np.array([a0, a1]))[1] == payoff[a0, a1]
+                assert env.step(np.array([p0[a0], p1[a1]]))[1] == payoff[a0][a1]
+
+
+def _one_step_matrix_sequences() -> dict[str, TaskSequence]:
+    """Every matrix_* preset and every one-step matrix-game sequence in tune_configs/
+    (a trial config's `tasks`, a sweep's grid.sequences)."""
+    found = {f"preset {name}": preset(name) for name in presets() if name.startswith("matrix")}
+    for path in sorted((ROOT / "tune_configs").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        candidates = {"tasks": raw["tasks"]} if "tasks" in raw else {}
+        candidates.update((raw.get("grid") or {}).get("sequences") or {})
+        for key, tasks in candidates.items():
+            if all(env in ONE_STEP_GAMES for env in _env_names(tasks)):
+                found[f"{path.name}: {key}"] = TaskSequence.from_config(tasks)
+    return found
+
+
+def _env_names(tasks) -> list[str]:
+    """The env names a raw `tasks:` section lists, without validating it (SMACv2 may be
+    missing here)."""
+    if isinstance(tasks, dict) and "preset" in tasks:
+        return [t.env for t in preset(tasks["preset"]).tasks]
+    return [item["env"] for item in (tasks["tasks"] if isinstance(tasks, dict) else tasks)]
+
+
+def _optimal_joint_actions(env) -> set[tuple[int, ...]]:
+    """The joint actions the env pays most for, found by playing every one of them."""
+    avail = env.reset(seed=0)[0]["avail_actions"]
+    rewards = {}
+    for joint in itertools.product(*(np.flatnonzero(row).tolist() for row in avail)):
+        env.reset(seed=0)
+        rewards[joint] = env.step(np.array(joint))[1]
+    best = max(rewards.values())
+    return {joint for joint, reward in rewards.items() if reward == best}
+
+
+MATRIX_SEQUENCES = _one_step_matrix_sequences()
+
+
+def test_the_shipped_matrix_sequences_are_all_checked():
+    assert {
+        "preset matrix_payoffs",
+        "quickstart.yaml: climbing_relabelled",
+        "seq_matrix_payoffs.yaml: tasks",
+        "study_matrix.yaml: matrix_payoffs",
+    } <= set(MATRIX_SEQUENCES)
+
+
+@pytest.mark.parametrize("where", sorted(MATRIX_SEQUENCES))
+def test_matrix_sequences_move_the_unique_optimum_at_every_switch(where):
+    seq = MATRIX_SEQUENCES[where]
+    optima = []
+    for i in range(len(seq)):
+        best = _optimal_joint_actions(seq.make_task_env(i))
+        assert len(best) == 1, f"{where} task {i} ({seq.tasks[i].label}): optima {best}"
+        optima.append(best.pop())
+    for i in range(1, len(seq)):
+        assert optima[i] != optima[i - 1], f"{where}: task {i} keeps the optimum {optima[i]}"
+
+
+def test_matrix_payoffs_optima_and_the_study_files_are_the_preset():
+    optima = [
+        _optimal_joint_actions(MATRIX_SEQUENCES["preset matrix_payoffs"].make_task_env(i))
+        for i in range(4)
+    ]
+    assert optima == [{(0, 0)}, {(1, 2)}, {(2, 1)}, {(1, 0)}]  # each agent's part moves too
+    tasks = MATRIX_SEQUENCES["preset matrix_payoffs"].tasks
+    assert MATRIX_SEQUENCES["study_matrix.yaml: matrix_payoffs"].tasks == tasks
+    assert MATRIX_SEQUENCES["seq_matrix_payoffs.yaml: tasks"].tasks == tasks
 
 
 def test_mixed_sizes_pad_to_one_spec():

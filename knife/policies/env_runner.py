@@ -8,11 +8,17 @@ back `Episode`s (numpy arrays), ready for the episode replay buffer. It is still
 EnvRunner: EnvRunnerGroup creates it locally or as Ray actors, syncs the Learner's weights
 into it through `set_state`, and health-checks it.
 
+Vectorized sampling (`num_envs_per_env_runner` = N > 1, EPyMARL's `batch_size_run`): N
+training envs step in lockstep with one batched forward pass over N x n_agents
+(`play_episodes`); an env whose episode ended waits for the others, and every episode is
+handed over whole, as with one env. Each iteration then collects `episodes_per_runner`
+rounds of N episodes.
+
 Seeding: the training env is seeded once, at its first reset, with seed + 1000 x worker
-index (+ 100000 x task index); later resets continue that env's random stream, so
-consecutive episodes start differently. The greedy test env of each task is a separate
-instance with its own seed, so testing never perturbs the training stream or the step
-counters that drive epsilon.
+index (+ 100000 x task index, + ENV_SEED_STRIDE x k for the k-th of N envs); later resets
+continue that env's random stream, so consecutive episodes start differently. The greedy
+test env of each task is a separate instance with its own seed, so testing never perturbs
+the training stream or the step counters that drive epsilon.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from knife.policies.episode import Episode
 from knife.policies.torch_threads import set_torch_threads
 
 TEST_SEED_OFFSET = 1_000_000
+# Env k of a runner's N: far from the worker, task and test offsets, and from run seed + k
+# (so that one run's env k never replays another run's env 0).
+ENV_SEED_STRIDE = 10_000_000
 
 
 class TeamEnvRunner(EnvRunner, Checkpointable):
@@ -45,6 +54,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         super().__init__(config=config, **kwargs)
         set_torch_threads(config.torch_threads)
         self.env = None
+        self.envs: list[Any] = []  # the N training envs; envs[0] is self.env
         self._test_envs: dict[int, Any] = {}
         self.module = None
         self._weights_seq_no = 0
@@ -65,16 +75,20 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
 
     def set_task(self, task_index: int) -> None:
         """Switch to task `task_index` of the sequence: fresh, freshly seeded envs."""
-        for env in (self.env, *self._test_envs.values()):
+        for env in (*self.envs, *self._test_envs.values()):
             if env is not None:
                 env.close()
         self._test_envs = {}
         self._test_seeded: set[int] = set()
         self.task_index = task_index
-        self.env = self._build_env(task_index)
+        n = max(1, int(getattr(self.config, "num_envs_per_env_runner", 1) or 1))
+        self.envs = [self._build_env(task_index) for _ in range(n)]
+        self.env = self.envs[0]
         base = 0 if self.config.seed is None else int(self.config.seed)
         self._seed_base = base + 1000 * (self.worker_index or 0)
-        self._train_seed: int | None = self._seed_base + 100_000 * task_index
+        first = self._seed_base + 100_000 * task_index
+        # Each env is seeded once, at its first reset (None afterwards: its stream goes on).
+        self._train_seeds: list[int | None] = [first + ENV_SEED_STRIDE * k for k in range(n)]
 
     def _test_env(self, task_index: int):
         """The greedy-test env of a task (earlier tasks too, for forgetting)."""
@@ -116,6 +130,17 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         episodes = []
         steps = 0
         test_task = self.task_index if task_index is None else task_index
+        if explore and len(self.envs) > 1:
+            for _ in range(num_episodes):  # rounds of N envs in lockstep
+                seeds, self._train_seeds = self._train_seeds, [None] * len(self.envs)
+                played = play_episodes(
+                    self.envs, self.module, explore=True, t0=global_env_steps + steps, seeds=seeds
+                )
+                for ep in played:
+                    ep.task_index = self.task_index
+                    steps += ep.length
+                episodes += played
+            num_episodes = 0
         for _ in range(num_episodes):
             ep = self._play_episode(explore, global_env_steps + steps, test_task)
             episodes.append(ep)
@@ -126,8 +151,8 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
 
     def _play_episode(self, explore: bool, t0: int, test_task: int = 0) -> Episode:
         if explore:
-            env, seed = self.env, self._train_seed
-            self._train_seed = None  # seeded once: later resets continue the stream
+            env, seed = self.env, self._train_seeds[0]
+            self._train_seeds[0] = None  # seeded once: later resets continue the stream
         else:
             env, seed = self._test_env(test_task), None
             if test_task not in self._test_seeded:  # each test env is seeded once, too
@@ -177,7 +202,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         return [(COMPONENT_RL_MODULE, self.module)]
 
     def stop(self) -> None:
-        for env in (self.env, *self._test_envs.values()):
+        for env in (*self.envs, *self._test_envs.values()):
             if env is not None:
                 env.close()
 
@@ -235,3 +260,87 @@ def play_episode(
         info=dict(info),
         agent_mask=None if mask is None else np.asarray(mask, np.float32),
     )
+
+
+@torch.no_grad()
+def play_episodes(
+    envs: list[Any],
+    module: Any,
+    *,
+    explore: bool,
+    t0: int = 0,
+    seeds: list[int | None] | None = None,
+) -> list[Episode]:
+    """One complete episode on each of N envs, stepped in lockstep: one batched forward
+    pass over the envs still playing (epsilon at t0 + the steps taken so far, all envs
+    counted); an env whose episode has ended waits. Episodes as `play_episode` records them."""
+    n = len(envs)
+    seeds = [None] * n if seeds is None else seeds
+    team = envs[0].team
+    limit, agents = team.episode_limit, team.n_agents
+    obs_buf = np.zeros((n, limit + 1, agents, team.obs_dim), np.float32)
+    state_buf = np.zeros((n, limit + 1, team.state_dim), np.float32)
+    avail_buf = np.zeros((n, limit + 1, agents, team.n_actions), np.float32)
+    actions_buf = np.zeros((n, limit, agents), np.int64)
+    rewards_buf = np.zeros((n, limit), np.float32)
+    lengths = np.zeros(n, np.int64)
+    terminated = np.zeros(n, bool)
+    infos: list[dict] = [{} for _ in range(n)]
+    for k, (env, seed) in enumerate(zip(envs, seeds, strict=True)):
+        obs, _ = env.reset(seed=seed)
+        obs_buf[k, 0], state_buf[k, 0], avail_buf[k, 0] = (
+            obs["obs"],
+            obs["state"],
+            obs["avail_actions"],
+        )
+    initial = module.get_initial_state()
+    state = {key: v.unsqueeze(0).repeat(n, *([1] * v.dim())) for key, v in initial.items()}
+    playing = np.arange(n)
+    taken = 0
+    while len(playing):
+        t = lengths[playing]
+        batch = {
+            Columns.OBS: {
+                "obs": torch.from_numpy(obs_buf[playing, t]),
+                "avail_actions": torch.from_numpy(avail_buf[playing, t]),
+            },
+            Columns.STATE_IN: {key: v[playing] for key, v in state.items()},
+        }
+        if explore:
+            out = module.forward_exploration(batch, t=t0 + taken)
+        else:
+            out = module.forward_inference(batch)
+        for key, v in out[Columns.STATE_OUT].items():
+            state[key][playing] = v
+        actions = out[Columns.ACTIONS].numpy()
+        still = []
+        for row, k in enumerate(playing):
+            obs, reward, term, trunc, info = envs[k].step(actions[row])
+            step = lengths[k]
+            actions_buf[k, step], rewards_buf[k, step] = actions[row], reward
+            lengths[k] = step = step + 1
+            obs_buf[k, step], state_buf[k, step] = obs["obs"], obs["state"]
+            avail_buf[k, step] = obs["avail_actions"]
+            if term or trunc or step >= limit:
+                terminated[k], infos[k] = bool(term), dict(info)
+            else:
+                still.append(k)
+        taken += len(playing)
+        playing = np.array(still, dtype=np.int64)
+    out_episodes = []
+    for k, env in enumerate(envs):
+        length = int(lengths[k])
+        mask = getattr(env, "agent_mask", None)
+        out_episodes.append(
+            Episode(
+                obs=obs_buf[k, : length + 1],
+                state=state_buf[k, : length + 1],
+                avail_actions=avail_buf[k, : length + 1],
+                actions=actions_buf[k, :length],
+                rewards=rewards_buf[k, :length],
+                terminated=bool(terminated[k]),
+                info=infos[k],
+                agent_mask=None if mask is None else np.asarray(mask, np.float32),
+            )
+        )
+    return out_episodes

@@ -121,6 +121,14 @@ class TrainingConfig:
         check=ge0,
         allowed="an integer >= 0",
     )
+    num_envs_per_env_runner: int = spec(
+        1,
+        int,
+        "training envs each EnvRunner steps in lockstep with one batched forward pass "
+        "(EPyMARL's batch_size_run); an iteration plays episodes_per_runner rounds of them",
+        check=ge1,
+        allowed="an integer >= 1",
+    )
     sample_while_learning: bool = spec(
         True, bool, "with remote runners: play the next episodes while the learner updates"
     )
@@ -189,9 +197,10 @@ class EvaluationConfig:
 
 # Keys of TrainingConfig that are RLlib's own AlgorithmConfig settings, or the platform's:
 # QMixConfig.training() takes the rest; RLlib's training() takes lr, gamma, grad_clip;
-# num_env_runners goes to .env_runners(); device is resolved by the platform into
-# .learners(num_gpus_per_learner=...); system_metrics_interval_s is the trial logger's.
-RLLIB_KEYS = ("lr", "gamma", "grad_clip", "num_env_runners")
+# num_env_runners and num_envs_per_env_runner are .env_runners()'s; device is resolved by
+# the platform into .learners(num_gpus_per_learner=...); system_metrics_interval_s is the
+# trial logger's.
+RLLIB_KEYS = ("lr", "gamma", "grad_clip", "num_env_runners", "num_envs_per_env_runner")
 PLATFORM_KEYS = ("device", "system_metrics_interval_s")
 # What the RLModule builds from (RLlib passes these through `model_config`).
 MODEL_KEYS = (

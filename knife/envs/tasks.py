@@ -13,10 +13,17 @@ A trial config's `tasks:` section takes one of three forms:
       target_on_switch: sync        # sync (default) | keep: the target networks at a switch
       optimizer_on_switch: keep     # keep (default) | reset: the optimizer state at a switch
       name: my_sequence
+      repeat: 2                     # play the list twice: A -> B -> A#2 -> B#2
       tasks: [...]
 
     tasks: {preset: matrix_payoffs, steps_per_task: 500, buffer_on_switch: keep}
                                     # 3. a preset (presets()), with options overridden
+
+`repeat: N` (default 1) is expanded at parsing: the sequence holds N copies of the list, in
+order, and each visit is an ordinary task index (task/<i>/... metrics, one switch between any
+two). Visit v >= 2 of a task is named `<label>#<v>` (`visit_of` splits it back), so the
+per-task `task/<i>/name` tags say which task and which visit an index is. `to_config` writes
+the expanded list, which parses back to the same sequence.
 
 Errors are ValueErrors naming the field (`tasks[1].steps: ...`); `from_config` also checks
 every env name and config with the registry, so a bad sequence fails before Ray starts.
@@ -35,6 +42,7 @@ is part of what a transfer sequence tests.
 from __future__ import annotations
 
 import bisect
+import copy
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,6 +59,8 @@ from knife.envs.registry import validate as validate_env
 BUFFER_ON_SWITCH = ("flush", "keep")
 TARGET_ON_SWITCH = ("sync", "keep")
 OPTIMIZER_ON_SWITCH = ("keep", "reset")
+# More visits than this are taken for a typo (each visit costs a whole task budget).
+MAX_REPEAT = 100
 # The sequence's own options: name -> (default, allowed, doc); `knife config` prints them.
 SEQUENCE_OPTIONS: dict[str, tuple[Any, str, str]] = {
     "buffer_on_switch": ("flush", "flush, keep", "the replay buffer at a switch"),
@@ -59,6 +69,12 @@ SEQUENCE_OPTIONS: dict[str, tuple[Any, str, str]] = {
     "target_on_switch": ("sync", "sync, keep", "targets copy the online networks at a switch"),
     "optimizer_on_switch": ("keep", "keep, reset", "the optimizer state at a switch"),
     "name": (None, "a string", "the sequence's name (the `sequence` tag)"),
+    "repeat": (
+        1,
+        f"an integer in [1, {MAX_REPEAT}]",
+        "play the task list this many times (A -> B -> A#2 -> B#2); visit v >= 2 of task "
+        "NAME is named NAME#v",
+    ),
 }
 # The switch protocol's defaults (TaskSequence docstring), also used by a trial without a
 # sequence when a switch is triggered by hand.
@@ -68,9 +84,11 @@ SWITCH_DEFAULTS: dict[str, Any] = {
 }
 # Budgets above this are refused as typos: 1e10 env steps is ~30 years at 10k steps/s.
 MAX_STEPS = 10_000_000_000
+# A later visit's name: `<label>#<visit>` (module docstring).
+VISIT_SEPARATOR = "#"
 TASK_KEYS = ("env", "env_config", "steps", "name")
-SEQUENCE_KEYS = (
-    "tasks",
+# TaskSequence's own fields, as written in a `tasks:` mapping.
+SEQUENCE_FIELDS = (
     "buffer_on_switch",
     "reanneal_epsilon",
     "eval_previous",
@@ -78,6 +96,7 @@ SEQUENCE_KEYS = (
     "optimizer_on_switch",
     "name",
 )
+SEQUENCE_KEYS = ("tasks", *SEQUENCE_FIELDS, "repeat")
 PRESET_KEYS = ("preset", "steps_per_task", *SEQUENCE_KEYS[1:])
 
 
@@ -256,8 +275,9 @@ class TaskSequence:
                     raise _unknown_key("tasks", key, (*SEQUENCE_KEYS, "preset"))
             if raw.get("tasks") is None:
                 raise ValueError("tasks.tasks: required, a list of tasks (or use preset)")
-            options = {k: raw[k] for k in SEQUENCE_KEYS[1:] if k in raw}
-            seq = cls(tasks=cls._parse_tasks(raw["tasks"]), **options)
+            options = {k: raw[k] for k in SEQUENCE_FIELDS if k in raw}
+            tasks = repeat_tasks(cls._parse_tasks(raw["tasks"]), _parse_repeat(raw))
+            seq = cls(tasks=tasks, **options)
         elif isinstance(raw, list | tuple):
             seq = cls(tasks=cls._parse_tasks(raw))
         else:
@@ -292,9 +312,10 @@ class TaskSequence:
         if steps is not None and (not _is_int(steps) or steps <= 0):
             raise ValueError(f"tasks.steps_per_task: must be a positive int, got {steps!r}")
         seq = PRESETS[preset](steps=steps)
-        options = {k: raw[k] for k in SEQUENCE_KEYS[1:] if k in raw}
+        options = {k: raw[k] for k in SEQUENCE_FIELDS if k in raw}
+        tasks = repeat_tasks(seq.tasks, _parse_repeat(raw))
         # Re-run the checks on the overridden options.
-        return cls(tasks=seq.tasks, **{**seq.options(), "name": seq.name, **options})
+        return cls(tasks=tasks, **{**seq.options(), "name": seq.name, **options})
 
     def validate(self) -> None:
         """Check every task's env name and config with the registry (field-named errors)."""
@@ -374,6 +395,37 @@ class TaskSequence:
     def task_at(self, env_steps: int) -> int:
         """The task index for a global env-step count (the last task past the end)."""
         return min(bisect.bisect_right(self.boundaries(), env_steps), len(self.tasks) - 1)
+
+
+def _parse_repeat(raw: Mapping[str, Any]) -> int:
+    repeat = raw.get("repeat", SEQUENCE_OPTIONS["repeat"][0])
+    if not _is_int(repeat) or not 1 <= repeat <= MAX_REPEAT:
+        raise ValueError(
+            f"tasks.repeat: must be an integer in [1, {MAX_REPEAT}] (how many times the task "
+            f"list is played), got {repeat!r}"
+        )
+    return int(repeat)
+
+
+def repeat_tasks(tasks: list[Task], repeat: int) -> list[Task]:
+    """The list played `repeat` times in order; visit v >= 2 of a task is named
+    `<label>#<v>` (the first visit keeps its own name)."""
+    out = list(tasks)
+    for visit in range(2, repeat + 1):
+        out += [
+            Task(t.env, copy.deepcopy(t.env_config), t.steps, f"{t.label}{VISIT_SEPARATOR}{visit}")
+            for t in tasks
+        ]
+    return out
+
+
+def visit_of(label: str) -> tuple[str, int]:
+    """(the task's label, which visit) of a task label: 'climbing#2' -> ('climbing', 2),
+    'climbing' -> ('climbing', 1)."""
+    base, sep, visit = label.rpartition(VISIT_SEPARATOR)
+    if sep and base and visit.isdigit() and int(visit) >= 2:
+        return base, int(visit)
+    return label, 1
 
 
 def _validate_envs(tasks: list[Task]) -> None:

@@ -49,8 +49,11 @@ GRID_KEYS = ("methods", "seeds", "sequences", "params", "exclude", "scratch", "b
 BRANCH_MODES = ("none", "prefix")
 # The stages a sweep runs, in order: one Tune run each (knife.platform.sweep).
 MAIN, PREFIX, BRANCH = "main", "prefix", "branch"
-# Run tags that mark a trial as the scratch reference of one task (issue 16).
+# Run tags that mark a trial as the scratch reference of one task (issue 16): the first
+# task index k >= 1 it serves, and every index it serves (comma-separated, ascending; more
+# than one where the sequence visits the same task again, e.g. `tasks.repeat`).
 ROLE_TAG, SCRATCH_TASK_TAG = "knife.role", "knife.scratch_task"
+SCRATCH_TASKS_TAG = "knife.scratch_tasks"
 # The grid point of a trial but its method, seed, sequence and algorithm (e.g. the labels of
 # its params axes): runs that differ only in method and seed are compared with each other.
 POINT_TAG = "knife.point"
@@ -259,7 +262,9 @@ class SweepConfig:
         """For each grid point but the method, and each task k >= 1 of its sequence: a
         fresh network (method none) trained on task k alone, with the sequence's budget,
         seed, training and test settings for that task (docs/design.md 9). Shared by every
-        method of the point: made once per point."""
+        method of the point: made once per point. A task k >= 1 that the sequence plays
+        again (same env, env_config and steps) shares its first reference, whose tags list
+        every index it serves, instead of training the same run twice."""
         from knife.envs.tasks import TaskSequence
 
         out: list[TrialSpec] = []
@@ -267,7 +272,7 @@ class SweepConfig:
             rest = {k: v for k, v in spec.overrides.items() if k != METHOD_KEY}
             sources = {k: v for k, v in spec.sources.items() if k != METHOD_KEY}
             sequence = TaskSequence.from_config(spec.config["tasks"]).to_config()
-            for k in range(1, len(sequence["tasks"])):
+            for k, served in _distinct_tasks(sequence["tasks"]):
                 alone = {**sequence, "tasks": [sequence["tasks"][k]]}
                 overrides = {**rest, METHOD_KEY: "none", "tasks": alone}
                 config = build_trial_config(self.base, overrides)
@@ -278,6 +283,7 @@ class SweepConfig:
                     **spec.tags,
                     ROLE_TAG: "scratch",
                     SCRATCH_TASK_TAG: str(k),
+                    SCRATCH_TASKS_TAG: ",".join(str(i) for i in served),
                     "method": "scratch",
                 }
                 index = first_index + len(out)
@@ -396,6 +402,24 @@ def _inline_axes(node: Any, prefix: str, out: list[tuple[str, Mapping[str, Any]]
         else:
             clean[key] = _inline_axes(value, dotted, out)
     return clean
+
+
+def _distinct_tasks(tasks: list[dict[str, Any]]) -> list[tuple[int, list[int]]]:
+    """[(k, every index k' >= 1 playing the same task as k), ...] for the tasks k >= 1 of a
+    normalized sequence, k the first of its group. Tasks are the same when env, env_config
+    and steps are (the name is only a label, e.g. a later visit's `#2`)."""
+
+    def trained_on(i: int) -> tuple[Any, ...]:
+        return tasks[i]["env"], tasks[i]["env_config"], tasks[i]["steps"]
+
+    groups: list[tuple[int, list[int]]] = []
+    for i in range(1, len(tasks)):
+        group = next((g for g in groups if trained_on(g[0]) == trained_on(i)), None)
+        if group is None:
+            groups.append((i, [i]))
+        else:
+            group[1].append(i)
+    return groups
 
 
 # ---------------------------------------------------------------------------------------

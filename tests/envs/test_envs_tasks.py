@@ -20,6 +20,7 @@ from knife.envs import (
     unregister,
 )
 from knife.envs.matrix import CLIMBING, NONMONOTONIC, ONE_STEP_GAMES, QPLEX_3
+from knife.envs.tasks import visit_of
 from knife.platform.config import TOP_LEVEL_KEYS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,7 +154,7 @@ BAD = [
     (
         {"tasks": TWO, "buffer": "keep"},
         "tasks: unknown key 'buffer'; allowed: tasks, buffer_on_switch, reanneal_epsilon, "
-        "eval_previous, target_on_switch, optimizer_on_switch, name, preset",
+        "eval_previous, target_on_switch, optimizer_on_switch, name, repeat, preset",
     ),
     (
         {"tasks": TWO, "target_on_switch": "copy"},
@@ -181,6 +182,15 @@ BAD = [
     (
         {"preset": "matrix_payoffs", "buffer_on_switch": "drop"},
         "tasks.buffer_on_switch: unknown 'drop'; allowed: flush, keep",
+    ),
+    *(
+        (
+            raw,
+            "tasks.repeat: must be an integer in [1, 100] (how many times the task list is "
+            f"played), got {bad!r}",
+        )
+        for bad in (0, -1, "x", "2", 1.5, 2.0, True, None, 101)
+        for raw in ({"tasks": TWO, "repeat": bad}, {"preset": "matrix_payoffs", "repeat": bad})
     ),
     (
         [TWO[0], {"env": "stag_hunt", "steps": 10}],
@@ -447,3 +457,53 @@ def test_sequence_yaml_files_parse(path):
 def test_yaml_files_exist():
     found = {p.name for p in (ROOT / "tune_configs").glob("seq_*.yaml")}
     assert {"seq_matrix_payoffs.yaml", "seq_stag_hunt_punishment.yaml"} <= found
+
+
+def test_repeat_plays_the_list_again_and_names_each_visit():
+    seq = TaskSequence.from_config({"tasks": TWO, "repeat": 3, "reanneal_epsilon": True})
+    assert [t.label for t in seq.tasks] == [
+        "matrix:climbing",
+        "pen",
+        "matrix:climbing#2",
+        "pen#2",
+        "matrix:climbing#3",
+        "pen#3",
+    ]
+    assert [t.env for t in seq.tasks] == ["matrix:climbing", "matrix:penalty"] * 3
+    assert [t.env_config for t in seq.tasks] == [{}, {"k": -50}] * 3
+    assert seq.tasks[0].name is None  # the first visit keeps what was written
+    assert seq.boundaries() == [100, 300, 400, 600, 700, 900] and seq.task_at(350) == 2
+    assert seq.reanneal_epsilon is True and len(seq) == 6
+    assert [visit_of(t.label) for t in seq.tasks] == [
+        (label, visit) for visit in (1, 2, 3) for label in ("matrix:climbing", "pen")
+    ]
+    # The visits are copies: editing one leaves the others alone.
+    seq.tasks[3].env_config["k"] = -1
+    assert seq.tasks[1].env_config == {"k": -50}
+    # The expanded list is what a normalized trial config holds; it parses back unchanged.
+    again = TaskSequence.from_config(
+        TaskSequence.from_config({"tasks": TWO, "repeat": 2}).to_config()
+    )
+    assert [t.label for t in again.tasks] == [
+        "matrix:climbing",
+        "pen",
+        "matrix:climbing#2",
+        "pen#2",
+    ]
+    assert "repeat" not in again.to_config()
+
+
+def test_repeat_defaults_to_one_visit_and_works_on_presets():
+    assert TaskSequence.from_config({"tasks": TWO, "repeat": 1}) == TaskSequence.from_config(TWO)
+    seq = TaskSequence.from_config({"preset": "matrix_payoffs", "repeat": 2, "steps_per_task": 9})
+    first = [t.name for t in preset("matrix_payoffs").tasks]
+    assert [t.name for t in seq.tasks] == first + [f"{name}#2" for name in first]
+    assert seq.name == "matrix_payoffs" and seq.total_steps == 8 * 9
+
+
+def test_visit_of_reads_only_a_visit_suffix():
+    assert visit_of("climbing#2") == ("climbing", 2)
+    assert visit_of("matrix:climbing#12") == ("matrix:climbing", 12)
+    assert visit_of("climbing") == ("climbing", 1)
+    for label in ("a#1", "a#x", "#2", "a#"):
+        assert visit_of(label) == (label, 1)

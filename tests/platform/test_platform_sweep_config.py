@@ -26,6 +26,8 @@ from knife.platform.sweep_config import (  # noqa: E402
     load_sweep_config,
     parse_sweep_config,
 )
+from knife.platform.tracking import trial_tags  # noqa: E402
+from knife.platform.trial_loop import task_names  # noqa: E402
 
 BASE_SWEEP = {
     "name": "unit",
@@ -453,6 +455,44 @@ def test_scratch_reference_has_the_sequential_tasks_schedule():
             assert seq_cfg.tasks["reanneal_epsilon"] is True
             assert seq_cfg.tasks["buffer_on_switch"] == "flush"
         assert cfg.plasticity["method"] == "none"
+
+
+def test_repeated_tasks_share_one_scratch_reference_per_seed():
+    """tasks.repeat 2 on [climbing, penalty]: climbing, penalty, climbing#2, penalty#2. The
+    reference of penalty (index 1) also serves penalty#2 (3); climbing#2 (2) gets its own
+    (task 0 has none); the tags say every index a reference serves."""
+    raw = json.loads(json.dumps(SCRATCH_SWEEP))
+    raw["grid"]["sequences"]["cp"] = {"repeat": 2, "tasks": raw["grid"]["sequences"]["cp"]}
+    trials = parse_sweep_config(raw).trials()
+    sequential = [t for t in trials if "knife.role" not in t.tags]
+    scratch = [t for t in trials if t.tags.get("knife.role") == "scratch"]
+    assert len(sequential) == 4 and len(trials) == 4 + 2 * 2
+    for t in sequential:
+        # The per-task names (the task/<i>/name run tags) say which task and which visit.
+        cfg = parse_trial_config(t.config)
+        assert task_names(cfg) == {0: "climbing", 1: "matrix:penalty", 2: "climbing#2",
+                                   3: "matrix:penalty#2"}  # fmt: skip
+        assert trial_tags(cfg)["task"] == (
+            "climbing -> matrix:penalty -> climbing#2 -> matrix:penalty#2"
+        )
+    assert [(t.label, t.tags["knife.scratch_task"], t.tags["knife.scratch_tasks"])
+            for t in scratch] == [
+        ("scratch-s0-cp-t1", "1", "1,3"),
+        ("scratch-s0-cp-t2", "2", "2"),
+        ("scratch-s1-cp-t1", "1", "1,3"),
+        ("scratch-s1-cp-t2", "2", "2"),
+    ]  # fmt: skip
+    seq_tasks = parse_trial_config(sequential[0].config).tasks["tasks"]
+    for ref in scratch:
+        cfg = parse_trial_config(ref.config)
+        served = [int(k) for k in ref.tags["knife.scratch_tasks"].split(",")]
+        for k in served:  # what it trains on is each served task but the name
+            same = {key: v for key, v in seq_tasks[k].items() if key != "name"}
+            assert {key: v for key, v in cfg.tasks["tasks"][0].items() if key != "name"} == same
+        assert cfg.tasks["tasks"] == [seq_tasks[served[0]]]
+    # Without repeats every reference serves its own index only.
+    plain = parse_sweep_config(SCRATCH_SWEEP).trials()
+    assert [t.tags["knife.scratch_tasks"] for t in plain if "knife.role" in t.tags] == ["1", "1"]
 
 
 def test_scratch_refuses_a_protocol_that_would_not_match():

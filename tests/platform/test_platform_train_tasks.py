@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import yaml
@@ -10,11 +11,22 @@ import yaml
 from knife.platform import cli
 
 
-@pytest.mark.e2e
-def test_knife_train_on_a_two_task_sequence(tmp_path, ray_local, monkeypatch):
+def _train(tmp_path, monkeypatch, config: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Run `knife train` on `config`; its summary.json and its MLflow run."""
     from mlflow import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = tmp_path / f"{config['name']}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runs = tmp_path / "runs"
+    assert cli.main(["train", str(path), "--runs-dir", str(runs), "--no-progress"]) == 0
+    summary = json.loads((runs / "train" / config["name"] / "summary.json").read_text())
+    client = MlflowClient(tracking_uri="sqlite:///" + str((runs / "mlflow.db").resolve()))
+    return summary, client.get_run(summary["mlflow_run_id"])
+
+
+@pytest.mark.e2e
+def test_knife_train_on_a_two_task_sequence(tmp_path, ray_local, monkeypatch):
     config = {
         "algorithm": "vdn",
         "name": "seq",
@@ -29,12 +41,7 @@ def test_knife_train_on_a_two_task_sequence(tmp_path, ray_local, monkeypatch):
         "evaluation": {"episodes": 2, "interval": 100},
         "plasticity": {"method": "redo"},
     }
-    path = tmp_path / "seq.yaml"
-    path.write_text(yaml.safe_dump(config))
-    runs = tmp_path / "runs"
-    assert cli.main(["train", str(path), "--runs-dir", str(runs), "--no-progress"]) == 0
-
-    summary = json.loads((runs / "train" / "seq" / "summary.json").read_text())
+    summary, run = _train(tmp_path, monkeypatch, config)
     assert summary["env_steps"] >= 600 and summary["sequence"] == "two_payoffs"
     tasks = summary["tasks"]
     assert [t["env"] for t in tasks] == ["matrix:climbing", "matrix:penalty"]
@@ -44,9 +51,35 @@ def test_knife_train_on_a_two_task_sequence(tmp_path, ray_local, monkeypatch):
         assert task["final_test_return"] is not None and task["auc"] is not None
         assert task["final_test_win_rate"] is None  # matrix games have no win
 
-    client = MlflowClient(tracking_uri="sqlite:///" + str((runs / "mlflow.db").resolve()))
-    run = client.get_run(summary["mlflow_run_id"])
     assert run.data.tags["sequence"] == "two_payoffs" and run.data.tags["method"] == "redo"
     for key in ("task_index", "task/1/final_test_return", "plasticity/interventions"):
         assert key in run.data.metrics, key
     assert run.data.metrics["plasticity/interventions"] == 1.0  # ReDo fired at the switch
+
+
+@pytest.mark.e2e
+def test_knife_train_on_a_repeated_sequence_reports_every_visit(tmp_path, ray_local, monkeypatch):
+    """tasks.repeat 2: four task indices, each with its own results, named by visit."""
+    relabelled = {"permute": [[1, 2, 0], [0, 2, 1]]}
+    config = {
+        "algorithm": "qmix",
+        "name": "rep",
+        "tasks": {
+            "name": "ab_twice",
+            "repeat": 2,
+            "tasks": [
+                {"env": "matrix:climbing", "steps": 60, "name": "a"},
+                {"env": "matrix:climbing", "env_config": relabelled, "steps": 60, "name": "b"},
+            ],
+        },
+        "training": {"epsilon_anneal_steps": 40, "batch_size": 8, "learning_starts": 8},
+        "evaluation": {"episodes": 1, "interval": 30},
+    }
+    summary, run = _train(tmp_path, monkeypatch, config)
+    tasks = summary["tasks"]
+    assert [(t["index"], t["name"]) for t in tasks] == [(0, "a"), (1, "b"), (2, "a#2"), (3, "b#2")]
+    starts = [t["start_env_steps"] for t in tasks]
+    assert starts[0] == 0 and all(s >= 60 * i for i, s in enumerate(starts))
+    assert all(t["final_test_return"] is not None and t["auc"] is not None for t in tasks)
+    assert run.data.tags["task"] == "a -> b -> a#2 -> b#2"
+    assert "task/3/final_test_return" in run.data.metrics

@@ -55,6 +55,7 @@ BASELINE = "none"
 PAIRED_SCORES = ("final", "auc")
 SCORE_NAMES = {"final": "final", "auc": "AUC"}
 ALL_TASKS = "all"
+FIRST_VISIT = "first visit"  # a repeated task's later visit against its first (tasks.repeat)
 COLUMNS = (
     "sequence",
     "algorithm",
@@ -275,7 +276,56 @@ def paired_rows(
                     rows.append(
                         _all_tasks_row(group, method, against, score, per_task, margin, reps, seed)
                     )
+        rows += _visit_rows(group, methods, names, norms, margin, reps, seed)
     _adjust(rows)
+    return rows
+
+
+def _visit_rows(
+    group: tuple[str, str],
+    methods: Mapping[str, Mapping[int, Mapping[str, TaskValues]]],
+    names: Mapping[tuple[str, str, int], str],
+    norms: Mapping[tuple[str, str, int], tuple[float, float]],
+    margin: float,
+    reps: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Repeated sequences (tasks.repeat), plasticity as MEAL measures it: each method's
+    k-th visit of a task against its first visit, paired by seed (against = FIRST_VISIT)."""
+    from knife.envs.tasks import visit_of  # the visit names are the sequence's
+
+    tasks = sorted({i for cells in methods.values() for i in cells})
+    first: dict[str, int] = {}
+    for i in tasks:
+        base, visit = visit_of(names.get((*group, i), ""))
+        if visit == 1:
+            first.setdefault(base, i)
+    rows = []
+    for method in sorted(m for m in methods if m != SCRATCH):
+        for i in tasks:
+            base, visit = visit_of(names.get((*group, i), ""))
+            j = first.get(base)
+            if visit == 1 or j is None:
+                continue
+            for score in PAIRED_SCORES:
+                cells = methods[method]
+                seeds, x, y = _paired(cells.get(i, {}), cells.get(j, {}), score)
+                if not seeds:
+                    continue
+                norm = norms.get((*group, i)) or norms.get((*group, j))
+                xn = yn = None
+                if norm is not None:
+                    zero, one = norm
+                    xn, yn = (x - zero) / (one - zero), (y - zero) / (one - zero)
+                rows.append(
+                    {
+                        **_where(group, i, names),
+                        "score": score,
+                        "method": method,
+                        "against": FIRST_VISIT,
+                        **_stats(x, y, xn, yn, margin, reps, seed),
+                    }
+                )
     return rows
 
 
@@ -502,7 +552,9 @@ def markdown(
             "",
             "Paired by seed: method - other. P(improvement): the probability that a run of the "
             "method scores above a run of the other (rliable's definition; over tasks for `all`). "
-            "`all`: per seed, the mean normalized score over the tasks.",
+            "`all`: per seed, the mean normalized score over the tasks. `first visit` "
+            "(tasks.repeat): a later visit of a task against the method's first visit of it, "
+            "MEAL's measure of plasticity.",
         ]
         for group in groups:
             mine = [r for r in compared if (r["sequence"], r["algorithm"]) == group]

@@ -70,7 +70,13 @@ from knife.platform.stats import (
     format_interval,
     stratified_bootstrap,
 )
-from knife.platform.sweep_config import POINT_TAG, PREFIX, ROLE_TAG, SCRATCH_TASK_TAG
+from knife.platform.sweep_config import (
+    POINT_TAG,
+    PREFIX,
+    ROLE_TAG,
+    SCRATCH_TASK_TAG,
+    SCRATCH_TASKS_TAG,
+)
 from knife.platform.tracking import MlflowStore, redact_uri
 from knife.platform.trial_runner import KIND_TAG
 from knife.policies import metric_keys as mk
@@ -204,15 +210,18 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
             data.stagnant[network] = (steps, values)
     _stagnant_at_task_ends(data)
     if data.role == SCRATCH and SCRATCH_TASK_TAG in tags:
-        _as_scratch_task(data, int(tags[SCRATCH_TASK_TAG]))
+        served = tags.get(SCRATCH_TASKS_TAG) or tags[SCRATCH_TASK_TAG]
+        _as_scratch_task(data, [int(k) for k in served.split(",")])
     return data
 
 
-def _as_scratch_task(data: RunData, k: int) -> None:
+def _as_scratch_task(data: RunData, served: list[int]) -> None:
     """A scratch reference trains task k of its sequence alone, as its task 0: file its
-    values under k, where the sequential runs have theirs."""
-    data.tasks = {k + i: t for i, t in data.tasks.items()}
-    data.test_curves = {k + i: c for i, c in data.test_curves.items()}
+    values under k, where the sequential runs have theirs, and under every later visit of
+    the same task it serves (tasks.repeat: knife.scratch_tasks)."""
+    task, curve = data.tasks.get(0), data.test_curves.get(0)
+    data.tasks = {k: task for k in served} if task is not None else {}
+    data.test_curves = {k: curve for k in served} if curve is not None else {}
     data.boundaries = []
 
 

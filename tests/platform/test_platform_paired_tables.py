@@ -211,3 +211,41 @@ def test_grid_points_besides_method_and_seed_are_groups_of_their_own(tmp_path):
     lifts = {r["sequence"]: float(r["diff_mean"]) for r in rows}
     assert lifts == pytest.approx({"ab [lr1]": 1.0, "ab [lr2]": 3.0})
     assert "Not paired" not in (out / "report.md").read_text()
+
+
+def test_repeated_sequences_share_references_and_compare_visits(tmp_path):
+    """tasks.repeat: a -> b -> a#2 -> b#2. One scratch reference of b serves both visits
+    (knife.scratch_tasks = 1,3); each later visit is paired against the first visit."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    base = {"algorithm": "qmix", "knife.kind": "trial", "sequence": "abab"}
+    names = {f"task/{i}/name": n for i, n in enumerate(("a", "b", "a#2", "b#2"))}
+    visits = {0: [0, 2, 4, 4], 1: [0, 1, 2, 3], 2: [1, 2, 2, 2], 3: [0, 0, 1, 1]}
+    for s in (0, 1, 2):
+        tags = {**base, **names, "method": "none", "seed": str(s)}
+        with TrialLogger(uri, "rep", tags=tags) as log:
+            for i, tests in visits.items():
+                _log_task(log, i, [v + 0.1 * s * i for v in tests], 400 * i)
+        tags = {**base, "method": "scratch", "seed": str(s), "task/0/name": "b"}
+        tags.update({"knife.role": "scratch", "knife.scratch_task": "1"})
+        tags["knife.scratch_tasks"] = "1,3"
+        with TrialLogger(uri, "rep", tags=tags) as log:
+            _log_task(log, 0, [0.0, 2.0, 4.0, 6.0 + s], 0)
+    out = tmp_path / "out"
+    build_report("rep", uri, out, reps=500, log_to_mlflow=False, progress=False)
+    rows = [r for r in _rows(out) if r["score"] == "final"]
+    gaps = {r["task"]: r for r in rows if r["against"] == "scratch"}
+    assert sorted(gaps) == ["1", "3"]  # both visits of b against the one reference
+    for i, gap in gaps.items():
+        d = [_final([v + 0.1 * s * int(i) for v in visits[int(i)]]) - _final([0, 2, 4, 6 + s])
+             for s in (0, 1, 2)]  # fmt: skip
+        assert float(gap["diff_mean"]) == pytest.approx(np.mean(d))
+    later = {r["task"]: r for r in rows if r["against"] == "first visit"}
+    assert sorted(later) == ["2", "3"] and later["3"]["task_name"] == "b#2"
+    for i, j in (("2", 0), ("3", 1)):
+        d = [
+            _final([v + 0.1 * s * int(i) for v in visits[int(i)]])
+            - _final([v + 0.1 * s * j for v in visits[j]])
+            for s in (0, 1, 2)
+        ]
+        assert float(later[i]["diff_mean"]) == pytest.approx(np.mean(d))
+    assert "| 3: b#2 | final | none | first visit | 3 |" in (out / "report.md").read_text()

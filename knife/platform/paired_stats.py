@@ -8,7 +8,8 @@ checkpoint), so a comparison is made on the per-seed differences d_i = a_i - b_i
 - `probability_of_improvement`: P(a > b) as rliable defines it (Agarwal et al. 2021): the
   Mann-Whitney U statistic over all pairs of runs, ties counting one half, averaged over
   tasks;
-- `paired_p_value`: two-sided paired t-test of mean(d) = 0;
+- `paired_p_value`: two-sided paired t-test of mean(d) = 0 (the exact sign test where the
+  differences have no spread);
 - `equivalence`: two one-sided paired t-tests (TOST) against a stated margin; "equivalent"
   only when both reject, which CI overlap never shows;
 - `holm`: Holm-Bonferroni adjusted p-values over the comparisons a report makes (scipy has
@@ -95,11 +96,13 @@ def probability_of_improvement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided paired t-test of mean(a - b) = 0. Differences without spread are decided
-    by their value: p = 1 when all are 0, else 0 (the t statistic is infinite)."""
+    """Two-sided paired t-test of mean(a - b) = 0. Where the t statistic is undefined (the
+    same difference on every seed, common with discrete returns), the exact two-sided sign
+    test: p = 1 when all are 0, else 2 * 0.5^n (n seeds all on one side): 2 seeds never
+    decide anything, 6 do at 0.05 before any correction."""
     d = _diffs(a, b)
     if _constant(d):
-        return 1.0 if abs(d[0]) <= 1e-12 else 0.0
+        return 1.0 if abs(d[0]) <= 1e-12 else min(1.0, 2.0 * 0.5 ** d.size)
     return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
@@ -110,8 +113,9 @@ def equivalence(
     if margin <= 0:
         raise ValueError(f"equivalence margin must be > 0, got {margin!r}")
     d = _diffs(a, b)
-    if _constant(d):  # the same difference every seed: inside the margin or not
-        return (abs(d[0]) < margin, 0.0 if abs(d[0]) < margin else 1.0)
+    if _constant(d):  # the same difference every seed: both one-sided sign tests, 0.5^n
+        p = 0.5**d.size if abs(d[0]) < margin else 1.0
+        return p < alpha, p
     above = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
     below = stats.ttest_1samp(d, margin, alternative="less").pvalue
     p = float(max(above, below))

@@ -89,4 +89,10 @@ def test_paired_p_value_is_a_two_sided_t_test_on_the_differences():
 
     assert paired_p_value(a, b) == pytest.approx(2 * stats.t.sf(t, 3))
     assert paired_p_value([1, 2], [1, 2]) == 1.0  # no difference at all
-    assert paired_p_value([2, 3], [1, 2]) == 0.0  # the same nonzero difference every seed
+    # The same nonzero difference on every seed: the t statistic is undefined; the exact
+    # sign test gives 2 * 0.5^n (2 seeds: 0.5, 6 seeds: 1/32).
+    assert paired_p_value([2, 3], [1, 2]) == 0.5
+    assert paired_p_value(np.arange(6) + 1.0, np.arange(6)) == pytest.approx(1 / 32)
+    # Equivalence of a spreadless difference inside the margin: both sign tests, 0.5^n.
+    assert equivalence([1.01, 2.01], [1.0, 2.0], margin=0.1) == (False, 0.25)
+    assert equivalence(np.arange(5) + 0.01, np.arange(5), margin=0.1) == (True, 0.5**5)

@@ -165,7 +165,9 @@ def test_shipped_quickstart_is_valid_and_small():
     sweep = load_sweep_config(ROOT / "tune_configs" / "quickstart.yaml")
     trials = sweep.trials()
     methods = {t.config["plasticity"]["method"] for t in trials}
-    assert methods == {"none", "reset", "redo", "knife"} and len(trials) == 8
+    assert methods == {"none", "reset", "redo", "knife"} and len(trials) == 10
+    scratch = [t for t in trials if t.tags.get("knife.role") == "scratch"]
+    assert len(scratch) == 2 and sweep.scratch  # its report can answer the gap question
     assert {t.config["seed"] for t in trials} == {0, 1}
     cfg = parse_trial_config(trials[0].config)
     assert len(cfg.tasks["tasks"]) >= 2

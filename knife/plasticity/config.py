@@ -6,6 +6,7 @@ never ReDo's own threshold):
     plasticity:
       method: knife                      # the intervention this trial runs (INTERVENTIONS)
       monitor: {tau: 0.25, beta: 0.99, signal: grad, metrics_interval: 20}
+      probe: {at_switch: true, every: 0, steps: 100, lr: 0.001, batch: 4}  # knife.plasticity.probe
       options:                           # per method; only the running method's block is used,
         knife: {max_fraction: 0.25}      # so one sweep base can configure every method of a grid
         redo: {tau: 0.1, every_n_updates: 1000}
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from knife.fields import ge1, spec, unit_half_open, unit_open_right, validate_fields
+from knife.fields import ge0, ge1, gt0, spec, unit_half_open, unit_open_right, validate_fields
 from knife.plasticity.interventions import (
     INTERVENTIONS,
     build_intervention,
@@ -28,7 +29,7 @@ from knife.plasticity.interventions import (
     option_defaults,
 )
 
-SECTION_KEYS = ("method", "monitor", "options")
+SECTION_KEYS = ("method", "monitor", "options", "probe")
 SIGNALS = ("grad", "update")
 
 
@@ -80,10 +81,64 @@ MONITOR_KEYS = tuple(f.name for f in fields(MonitorConfig))
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """The trainability probe (knife.plasticity.probe; docs/design.md 9). Default: at task
+    switches only, on 4 episodes of the last batch: a few seconds per switch on a CPU for
+    full-size stag hunt episodes; `every` > 0 repeats that cost every `every` updates."""
+
+    at_switch: bool = spec(True, bool, "probe at each task switch, before the method acts")
+    every: int = spec(
+        0,
+        int,
+        "also probe every n learner updates (0: only at switches)",
+        check=ge0,
+        allowed="an integer >= 0 (learner updates; 0: only at switches)",
+    )
+    steps: int = spec(
+        100,
+        int,
+        "full-batch Adam steps of each fit (the copy's and the fresh network's)",
+        check=ge1,
+        allowed="an integer >= 1 (optimizer steps)",
+    )
+    # The project's training lr (docs/design.md 5): trainability at the step size it trains with.
+    lr: float = spec(
+        0.001, float, "Adam learning rate of the fits", check=gt0, allowed="a number > 0"
+    )
+    batch: int = spec(
+        4,
+        int,
+        "episodes of the learner's latest batch the probe fits on",
+        check=ge1,
+        allowed="an integer >= 1 (episodes)",
+    )
+
+    def __post_init__(self) -> None:
+        validate_fields(self, "plasticity.probe")
+
+    def probe_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of TrainabilityProbe (its seed is the run's)."""
+        return {
+            "steps": self.steps,
+            "lr": self.lr,
+            "every": self.every,
+            "at_switch": self.at_switch,
+        }
+
+    @property
+    def enabled(self) -> bool:
+        return self.at_switch or self.every > 0
+
+
+PROBE_KEYS = tuple(f.name for f in fields(ProbeConfig))
+
+
+@dataclass(frozen=True)
 class PlasticityConfig:
     method: str = "none"
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     @property
     def intervention_options(self) -> dict[str, Any]:
@@ -97,6 +152,7 @@ class PlasticityConfig:
         return {
             "method": self.method,
             "monitor": asdict(self.monitor),
+            "probe": asdict(self.probe),
             "options": {m: dict(o) for m, o in self.options.items()},
         }
 
@@ -120,15 +176,8 @@ class PlasticityConfig:
             raise ValueError(
                 f"plasticity.method: unknown {method!r}; allowed: {', '.join(INTERVENTIONS)}"
             )
-        monitor_raw = raw.get("monitor") or {}
-        if not isinstance(monitor_raw, Mapping):
-            raise ValueError(f"plasticity.monitor: must be a mapping, got {monitor_raw!r}")
-        for key in monitor_raw:
-            if key not in MONITOR_KEYS:
-                raise ValueError(
-                    f"plasticity.monitor.{key}: unknown key; allowed: {', '.join(MONITOR_KEYS)}"
-                )
-        monitor = MonitorConfig(**monitor_raw)
+        monitor = MonitorConfig(**_section(raw, "monitor", MONITOR_KEYS))
+        probe = ProbeConfig(**_section(raw, "probe", PROBE_KEYS))
         options_raw = raw.get("options") or {}
         if not isinstance(options_raw, Mapping):
             raise ValueError(
@@ -145,10 +194,21 @@ class PlasticityConfig:
                 raise ValueError(f"plasticity.options.{name}: must be a mapping, got {block!r}")
             _check_options(name, dict(block), networks)
             options[name] = dict(block)
-        config = cls(method=method, monitor=monitor, options=options)
+        config = cls(method=method, monitor=monitor, options=options, probe=probe)
         if networks is not None:
             _check_default_scope(config, algorithm or "this algorithm", networks)
         return config
+
+
+def _section(raw: Mapping[str, Any], name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """`plasticity.<name>` as a dict of known keys (None: empty)."""
+    block = raw.get(name) or {}
+    if not isinstance(block, Mapping):
+        raise ValueError(f"plasticity.{name}: must be a mapping, got {block!r}")
+    for key in block:
+        if key not in keys:
+            raise ValueError(f"plasticity.{name}.{key}: unknown key; allowed: {', '.join(keys)}")
+    return dict(block)
 
 
 def _misplaced(key: str, method: str) -> str:

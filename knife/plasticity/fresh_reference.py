@@ -15,13 +15,12 @@ monitor's.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 
-from knife.plasticity.init import reinit_module_
+from knife.plasticity.init import fresh_copy
 from knife.plasticity.monitor import StagnationMonitor
 
 
@@ -32,11 +31,7 @@ class FreshReference:
         self, model: nn.Module, *, tau: float, beta: float, interval: int, seed: int = 0
     ) -> None:
         # A private RNG stream: building the reference must not move the run's own RNG.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.net = copy.deepcopy(model)
-            with torch.no_grad():
-                reinit_module_(self.net)
+        self.net = fresh_copy(model, seed)
         for p in self.net.parameters():
             p.requires_grad_(True)
         self.monitor = StagnationMonitor(self.net, tau=tau, beta=float(beta) ** int(interval))

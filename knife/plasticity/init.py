@@ -80,6 +80,21 @@ def reinit_module_(
     return changed, notes
 
 
+def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of `model` re-initialized with its layers' own schemes (`reinit_module_`:
+    composite and injection extras dropped), drawn from `seed` in a private RNG stream, so
+    building it neither moves the run's RNG nor depends on it (CPU and the model's CUDA
+    devices are forked)."""
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        fresh = copy.deepcopy(model)
+        reinit_module_(fresh)
+    for p in fresh.parameters():
+        p.grad = None
+    return fresh
+
+
 def leaf_units(m: nn.Module) -> int:
     """Number of units (output rows) of a parameter leaf, for summaries."""
     if isinstance(m, nn.GRUCell | nn.RNNCellBase):

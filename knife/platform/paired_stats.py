@@ -102,7 +102,7 @@ def paired_p_value(a: Sequence[float], b: Sequence[float]) -> float:
     decide anything, 6 do at 0.05 before any correction."""
     d = _diffs(a, b)
     if _constant(d):
-        return 1.0 if abs(d[0]) <= 1e-12 else min(1.0, 2.0 * 0.5 ** d.size)
+        return 1.0 if abs(d[0]) <= 1e-12 else min(1.0, 2.0 * 0.5**d.size)
     return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 

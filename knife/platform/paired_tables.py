@@ -10,10 +10,11 @@ Scores of a run on task k (`TaskValues`):
 * final: the mean of the task's last `final_tests` greedy tests (FINAL_TESTS), steadier than
   the last test alone;
 * auc: the area under the task's test curve divided by its span (the per-task AUC).
-Normalized per (sequence, algorithm, task) from the scratch references: 0 = their first
-greedy test (the untrained network at the task's env step 0, the policy before any learning),
-1 = their final, each the mean over seeds. A task whose scratch reference did not improve
-(final <= start) is not normalized; its rows show raw returns and have no equivalence test.
+Normalized per (sequence, algorithm, task) from the scratch references: 0 = a uniformly
+random policy's return on the task (`task/<i>/random_return`, measured at the task's start,
+evaluation.random_episodes; the references' first greedy test for runs without it), 1 = their
+final, each the mean over seeds. A task whose references end no better than random is not
+normalized; its rows show raw returns and have no equivalence test.
 
 Tests: every row with at least 2 pairs gets a two-sided paired t-test; the p-values of all
 rows of a report (gap and comparisons) form one family for Holm's correction. Verdicts:
@@ -101,6 +102,7 @@ class TaskValues:
     auc: float | None
     forgetting: float | None = None  # peak of the task's tests minus its last re-test
     updates: float | None = None  # a scratch reference's learner updates (on its one task)
+    random: float | None = None  # a uniformly random policy's return on the task
 
 
 # (sequence, algorithm) -> method (or SCRATCH) -> task -> seed -> values
@@ -114,16 +116,17 @@ def task_values(
     final_tests: int = FINAL_TESTS,
     retests: np.ndarray | None = None,
     updates: float | None = None,
+    random: float | None = None,
 ) -> TaskValues:
     """A task's values from its greedy test curve (and its re-tests after it ended)."""
     del steps  # the tests are in step order; their steps matter only to the AUC
     if len(values) == 0:
-        return TaskValues(None, None, auc, updates=updates)
+        return TaskValues(None, None, auc, updates=updates, random=random)
     forgetting = None
     if retests is not None and len(retests):
         forgetting = float(np.max(values) - retests[-1])
     final = float(np.mean(values[-final_tests:]))
-    return TaskValues(float(values[0]), final, auc, forgetting, updates)
+    return TaskValues(float(values[0]), final, auc, forgetting, updates, random)
 
 
 def score_table(runs: list[Any], final_tests: int = FINAL_TESTS) -> tuple[ScoreTable, list[str]]:
@@ -141,7 +144,9 @@ def score_table(runs: list[Any], final_tests: int = FINAL_TESTS) -> tuple[ScoreT
             if run.seed in cell:
                 ambiguous.add(group)
             updates = run.learner_updates if who == SCRATCH else None
-            cell[run.seed] = task_values(steps, values, task.auc, final_tests, retests, updates)
+            cell[run.seed] = task_values(
+                steps, values, task.auc, final_tests, retests, updates, task.random_return
+            )
     left_out = sorted(f"{s} ({a})" for s, a in ambiguous)
     for group in ambiguous:
         del table[group]
@@ -149,12 +154,14 @@ def score_table(runs: list[Any], final_tests: int = FINAL_TESTS) -> tuple[ScoreT
 
 
 def normalizers(table: ScoreTable) -> dict[tuple[str, str, int], tuple[float, float]]:
-    """(sequence, algorithm, task) -> (zero, one): the scratch references' mean first test
-    and mean final over seeds, where the reference improved."""
+    """(sequence, algorithm, task) -> (zero, one): zero = the scratch references' mean
+    random-policy return on the task (evaluation.random_episodes; their first greedy test
+    where it was not measured), one = their mean final, where one > zero."""
     out = {}
     for group, methods in table.items():
         for task, seeds in methods.get(SCRATCH, {}).items():
-            starts = [v.start for v in seeds.values() if v.start is not None]
+            randoms = [v.random for v in seeds.values() if v.random is not None]
+            starts = randoms or [v.start for v in seeds.values() if v.start is not None]
             finals = [v.final for v in seeds.values() if v.final is not None]
             if starts and finals and np.mean(finals) > np.mean(starts):
                 out[(*group, task)] = (float(np.mean(starts)), float(np.mean(finals)))
@@ -517,10 +524,12 @@ def markdown(
         "a fresh network trained on that task alone with the same seed and schedule; paired "
         "by seed. Negative = the network that has learned earlier tasks learns this one worse "
         f"than a fresh one. `final` = mean of the task's last {FINAL_TESTS} greedy tests; AUC = "
-        "area under its test curve / span. Normalized: 0 = the scratch reference's untrained "
-        "start, 1 = its final (means over seeds). Forward transfer (MEAL): (AUC - AUC_scratch) / "
-        f"|AUC_scratch|. p: two-sided paired t-test, in brackets Holm-adjusted over the {tested} "
-        f"tests of this report; equivalent = two one-sided tests within +-{margin} normalized. "
+        "area under its test curve / span. Normalized: 0 = a uniformly random policy's return "
+        "on the task, 1 = the scratch reference's final (means over seeds). Forward transfer "
+        "(MEAL): (AUC - AUC_scratch) / |AUC_scratch|. p: two-sided paired t-test (the exact "
+        "sign test where the differences have no spread), in brackets Holm-adjusted over the "
+        f"{tested} tests of this report; equivalent = two one-sided tests within +-{margin} "
+        "normalized. "
         f"Seeds: for 80% power at the observed effect / at a normalized effect of {MIN_EFFECT}.",
     ]
     groups = sorted({(r["sequence"], r["algorithm"]) for r in rows})

@@ -121,6 +121,7 @@ class TaskScores:
     auc: float | None = None
     final_win_rate: float | None = None
     start_env_steps: float | None = None
+    random_return: float | None = None  # a uniformly random policy's, at the task's start
     stagnant_end: dict[str, float] = field(default_factory=dict)  # network -> fraction
 
 
@@ -194,6 +195,7 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
                 final_return=_value(metrics, mk.task_key(i, mk.FINAL_TEST_RETURN)),
                 auc=_value(metrics, mk.task_key(i, mk.AUC)),
                 final_win_rate=_value(metrics, mk.task_key(i, mk.FINAL_TEST_WIN_RATE)),
+                random_return=_value(metrics, mk.task_key(i, mk.RANDOM_RETURN)),
             )
             curve = mk.task_key(i, mk.TASK_TEST_RETURN)
             data.test_curves[i] = store.history(run.info.run_id, curve)

@@ -86,6 +86,7 @@ class QMixConfig(AlgorithmConfig):
         *,
         monitor: dict[str, Any] | None = None,
         options: dict[str, dict[str, Any]] | None = None,
+        probe: dict[str, Any] | None = None,
     ) -> QMixConfig:
         """Plasticity monitor and intervention (knife.plasticity.config), e.g.
         .plasticity("knife", monitor={"tau": 0.25}, options={"knife": {"max_fraction": 0.25}}).
@@ -93,7 +94,9 @@ class QMixConfig(AlgorithmConfig):
         method: the intervention (knife.plasticity.INTERVENTIONS); monitor: tau, beta,
         signal ("grad" | "update"), metrics_interval (learner updates between metric
         reports); options: per method name, that method's own options (on_task_switch,
-        every_n_updates, scope, max_fraction, ...). Given keys update the current ones.
+        every_n_updates, scope, max_fraction, ...); probe: the trainability probe
+        (at_switch, every, steps, lr, batch; knife.plasticity.probe). Given keys update the
+        current ones.
         """
         current = self.plasticity_config
         merged_options = {m: dict(o) for m, o in current.get("options", {}).items()}
@@ -102,6 +105,7 @@ class QMixConfig(AlgorithmConfig):
         self.plasticity_config = {
             "method": current.get("method", "none") if method is None else method,
             "monitor": {**current.get("monitor", {}), **(monitor or {})},
+            "probe": {**current.get("probe", {}), **(probe or {})},
             "options": merged_options,
         }
         return self
@@ -188,6 +192,7 @@ class QMix(Algorithm):
         if not self._weights_synced:
             self._sync_weights()
         if self.counters["last_test_at"] < 0:
+            self._random_baseline()  # task 0's random-policy return
             self._test()  # the untrained policy's test return, at env step 0
         if self._between_tasks():
             self._start_next_task()  # restored from a shared prefix's end (a paired branch)
@@ -347,6 +352,17 @@ class QMix(Algorithm):
         )
         self._weights_synced = True
 
+    def _random_baseline(self) -> None:
+        """The current task's return under a uniformly random policy (its own env and seed:
+        no training or test stream moves), the 0 of knife report's normalized scores."""
+        n = self.config.test_random_episodes
+        if self.sequence is None or n == 0:
+            return
+        runner = self.env_runner_group.local_env_runner
+        played = runner.sample(num_episodes=n, random_policy=True, task_index=self.progress.index)
+        value = float(np.mean([ep.episode_return for ep in played["episodes"]]))
+        self.progress.current.random_return = value
+
     def _test(self) -> None:
         """Greedy test episodes on the current task (and, if asked, on earlier tasks);
         unsmoothed results of this test only."""
@@ -417,6 +433,7 @@ class QMix(Algorithm):
         if self.sequence.buffer_on_switch == "flush":
             self.replay_buffer.clear()
             self.counters["update_credit"] = 0.0
+        self._random_baseline()
         self._test()  # where the new task starts from
 
     # --- checkpoints: the buffer and counters travel with the Algorithm's state --------

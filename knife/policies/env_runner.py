@@ -45,6 +45,7 @@ TEST_SEED_OFFSET = 1_000_000
 # Env k of a runner's N: far from the worker, task and test offsets, and from run seed + k
 # (so that one run's env k never replays another run's env 0).
 ENV_SEED_STRIDE = 10_000_000
+RANDOM_SEED_OFFSET = 2_000_000  # the random-policy episodes' env (TeamEnvRunner._sample_random)
 
 
 class TeamEnvRunner(EnvRunner, Checkpointable):
@@ -117,6 +118,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         explore: bool = True,
         global_env_steps: int = 0,
         task_index: int | None = None,
+        random_policy: bool = False,
         **kwargs,
     ) -> dict[str, Any]:
         """Play `num_episodes` complete episodes.
@@ -130,6 +132,8 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         episodes = []
         steps = 0
         test_task = self.task_index if task_index is None else task_index
+        if random_policy:
+            return self._sample_random(num_episodes, test_task, start)
         if explore and len(self.envs) > 1:
             for _ in range(num_episodes):  # rounds of N envs in lockstep
                 seeds, self._train_seeds = self._train_seeds, [None] * len(self.envs)
@@ -147,6 +151,23 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
             steps += ep.length
         if explore:
             self.num_env_steps_sampled_lifetime += steps
+        return {"episodes": episodes, "env_steps": steps, "seconds": time.perf_counter() - start}
+
+    def _sample_random(self, num_episodes: int, task: int, start: float) -> dict[str, Any]:
+        """Episodes of a uniformly random policy (over the available actions) on a fresh,
+        separately seeded instance of the task: the training and test streams go on as if
+        they had not been played."""
+        env = self._build_env(task)
+        seed = self._seed_base + RANDOM_SEED_OFFSET + 100_000 * task
+        policy = RandomPolicy(env.team, seed)
+        try:
+            episodes = [
+                play_episode(env, policy, explore=False, seed=seed if k == 0 else None)
+                for k in range(num_episodes)
+            ]
+        finally:
+            env.close()
+        steps = sum(ep.length for ep in episodes)
         return {"episodes": episodes, "env_steps": steps, "seconds": time.perf_counter() - start}
 
     def _play_episode(self, explore: bool, t0: int, test_task: int = 0) -> Episode:
@@ -205,6 +226,24 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         for env in (*self.envs, *self._test_envs.values()):
             if env is not None:
                 env.close()
+
+
+class RandomPolicy:
+    """A uniformly random choice among each agent's available actions, in the module's
+    interface as `play_episode` calls it (the random-policy baseline of a task)."""
+
+    def __init__(self, team: Any, seed: int) -> None:
+        self.n_agents, self.n_actions = team.n_agents, team.n_actions
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def get_initial_state(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def forward_inference(self, batch: dict[str, Any]) -> dict[str, Any]:
+        avail = batch[Columns.OBS]["avail_actions"]
+        flat = avail.reshape(-1, self.n_actions)
+        actions = torch.multinomial(flat, 1, generator=self.generator).reshape(avail.shape[:-1])
+        return {Columns.ACTIONS: actions, Columns.STATE_OUT: {}}
 
 
 @torch.no_grad()

@@ -46,6 +46,7 @@ TASK_TEST_WIN_RATE = "test_win_rate"
 FINAL_TEST_RETURN = "final_test_return"
 FINAL_TEST_WIN_RATE = "final_test_win_rate"
 RETEST_RETURN = "retest_return"  # greedy tests of an earlier task (forgetting)
+RANDOM_RETURN = "random_return"  # a uniformly random policy on the task, at its start
 TASK_TEST_KEYS = (TASK_TEST_RETURN, TASK_TEST_WIN_RATE, RETEST_RETURN)
 _TASK = "task/"
 # Plasticity (knife.policies.plasticity_hook): `plasticity/<network or unit layer>/<metric>`

@@ -190,6 +190,14 @@ class EvaluationConfig:
         check=ge1,
         allowed="an integer >= 1 (env steps between tests)",
     )
+    random_episodes: int = spec(
+        32,
+        int,
+        "episodes of a uniformly random policy at each task's start (a sequence's "
+        "task/<i>/random_return: knife report's 0 of a normalized score; 0: none)",
+        check=ge0,
+        allowed="an integer >= 0 (0: no random-policy episodes)",
+    )
 
     def __post_init__(self) -> None:
         validate_fields(self, self.SECTION)
@@ -215,7 +223,11 @@ MODEL_KEYS = (
 )
 # `evaluation.<key>` is `QMixConfig.test_<key>` (RLlib's own `evaluation_*` settings are a
 # different mechanism, which this algorithm does not use).
-EVALUATION_ATTRS = {"episodes": "test_episodes", "interval": "test_interval"}
+EVALUATION_ATTRS = {
+    "episodes": "test_episodes",
+    "interval": "test_interval",
+    "random_episodes": "test_random_episodes",
+}
 SECTIONS = (TrainingConfig, EvaluationConfig)
 DEFAULT_ALGORITHM = "qmix"
 

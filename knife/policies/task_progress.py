@@ -31,6 +31,7 @@ class TaskRecord:
     win_rates: list[float] = field(default_factory=list)
     retests: list[tuple[int, float]] = field(default_factory=list)  # after the task ended
     end_env_steps: int | None = None
+    random_return: float | None = None  # a uniformly random policy's mean return
 
     def auc(self) -> float | None:
         """The task's test curve's `curve_auc`."""
@@ -83,6 +84,8 @@ class TaskProgress:
                     out[mk.task_key(i, mk.FINAL_TEST_WIN_RATE)] = rec.win_rates[-1]
             if rec.retests:
                 out[mk.task_key(i, mk.RETEST_RETURN)] = rec.retests[-1][1]
+            if rec.random_return is not None:
+                out[mk.task_key(i, mk.RANDOM_RETURN)] = rec.random_return
         return out
 
     def state_dict(self) -> list[dict[str, Any]]:
@@ -96,6 +99,7 @@ class TaskProgress:
                 win_rates=list(r["win_rates"]),
                 retests=[tuple(t) for t in r["retests"]],
                 end_env_steps=r["end_env_steps"],
+                random_return=r.get("random_return"),  # absent in older checkpoints
             )
             for r in state
         ]

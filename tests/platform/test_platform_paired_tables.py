@@ -249,3 +249,22 @@ def test_repeated_sequences_share_references_and_compare_visits(tmp_path):
         ]
         assert float(later[i]["diff_mean"]) == pytest.approx(np.mean(d))
     assert "| 3: b#2 | final | none | first visit | 3 |" in (out / "report.md").read_text()
+
+
+def test_normalization_puts_0_at_the_random_policy_and_1_at_the_scratch_final():
+    from knife.platform.paired_tables import SCRATCH, normalizers
+
+    refs = {
+        "0": TaskValues(5.0, 9.0, None, random=1.0),
+        "1": TaskValues(5.0, 11.0, None, random=3.0),
+    }
+    assert normalizers({("s", "qmix"): {SCRATCH: {1: refs}}}) == {("s", "qmix", 1): (2.0, 10.0)}
+    # Without a measured random policy: the references' first greedy test.
+    old = {"0": TaskValues(4.0, 9.0, None), "1": TaskValues(6.0, 11.0, None)}
+    assert normalizers({("s", "qmix"): {SCRATCH: {1: old}}}) == {("s", "qmix", 1): (5.0, 10.0)}
+    # References that end no better than random: no normalization.
+    flat = {
+        "0": TaskValues(0.0, 1.0, None, random=2.0),
+        "1": TaskValues(0.0, 1.0, None, random=2.0),
+    }
+    assert normalizers({("s", "qmix"): {SCRATCH: {1: flat}}}) == {}

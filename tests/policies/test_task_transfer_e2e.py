@@ -116,3 +116,34 @@ def test_sequence_that_cannot_share_a_network_is_refused_before_ray():
 def test_task_without_steps_is_refused():
     with pytest.raises(ValueError, match=r"tasks\[0\]\.steps"):
         _seq_config([{"env": "matrix:climbing"}])
+
+
+def test_each_task_records_a_random_policys_return_without_moving_the_streams(ray_local):
+    """task/<i>/random_return: a uniformly random policy's mean return on task i, measured
+    at its start on a separate env (knife report's 0 of a normalized score). Training and
+    greedy tests are the same as without it."""
+    payoff = [[11, -30, 0], [-30, 7, 6], [0, 0, 5]]  # the climbing game: mean -31/9
+    tasks = {
+        "tasks": [
+            {"env": "matrix:custom", "env_config": {"payoff": payoff}, "steps": 150},
+            {"env": "matrix:custom", "env_config": {"payoff": PAYOFF_B}, "steps": 150},
+        ]
+    }
+    results = {}
+    for episodes in (0, 64):
+        algo = _seq_config(tasks, td_lambda=0.0, test_interval=50, test_random_episodes=episodes)
+        algo = algo.build_algo()
+        try:
+            records: list = []
+            results[episodes] = (_train(algo, 300, records), records)
+        finally:
+            algo.stop()
+    metrics, records = results[64]
+    random_0, random_1 = metrics["task/0/random_return"], metrics["task/1/random_return"]
+    # 64 uniformly random joint actions: the mean payoff within ~3 standard errors
+    sd = np.std(payoff) / np.sqrt(64)
+    assert abs(random_0 - np.mean(payoff)) < 3.5 * sd
+    assert abs(random_1 - np.mean(PAYOFF_B)) < 3.5 * np.std(PAYOFF_B) / np.sqrt(64) + 1e-9
+    assert "task/0/random_return" not in results[0][0]  # random_episodes: 0 measures none
+    assert records == results[0][1]  # the same greedy tests at the same steps
+    assert metrics["train/return"] == results[0][0]["train/return"]

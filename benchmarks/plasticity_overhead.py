@@ -6,6 +6,9 @@
 2. time of one KNIFE injection on the whole agent network and mixer,
    target network kept in step                                         (target: < 100 ms)
 3. learner update time after injecting 25 % of the units vs before    (target: <= 1.15x)
+4. one trainability probe (knife.plasticity.probe) of agent and mixer at the default
+   plasticity.probe settings, in learner updates, and amortized per update at a given
+   `every` (issue 16: <= 5% of training time at the default interval, which is switches only)
 
 The learner update is a QMIX TD update as in DESIGN 5: online agent unroll over a batch of
 episodes, target agent unroll, double-Q bootstrap, online and target mixers, masked TD(0)
@@ -13,6 +16,7 @@ loss, backward, grad-norm clip 10, Adam step. Variants are interleaved update by
 and medians are reported, so load from other processes hits both sides equally.
 
     python benchmarks/plasticity_overhead.py [--device cpu|cuda] [--batch 32] [--seq-len 60]
+        [--probe-every 1000]
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import torch
 from torch import nn
 
 from knife.plasticity import StagnationMonitor, build_intervention
+from knife.plasticity.config import ProbeConfig
 from knife.plasticity.fresh_reference import FreshReference
+from knife.plasticity.probe import TrainabilityProbe
 from knife.policies.agent import RNNAgent
 from knife.policies.mixers import QMixer
 from knife.policies.schema import TrainingConfig
@@ -136,6 +142,9 @@ def main() -> None:
     p.add_argument("--actions", type=int, default=11)
     p.add_argument("--repeats", type=int, default=30, help="timed updates per variant")
     p.add_argument("--fraction", type=float, default=0.25, help="fraction of units injected")
+    p.add_argument(
+        "--probe-every", type=int, default=1000, help="updates between probes, for amortizing"
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -216,6 +225,29 @@ def main() -> None:
     label = f"update after {args.fraction:.0%} injected"
     print(f"{label:27s} {1e3 * statistics.median(after):8.2f} ms (median)")
     report_ratio("ratio after/before", before, after, 1.15)
+
+    # 4. the trainability probe at its defaults, on the first `batch` episodes
+    defaults = ProbeConfig()
+    probe = TrainabilityProbe(**defaults.probe_kwargs())
+    sub = {k: v[: defaults.batch] for k, v in batch.items()}
+    b = sub["inputs"].shape[0]
+    h0 = model.agent.initial_state(b, args.agents).to(device)
+    with torch.no_grad():
+        qs = model.agent.unroll(sub["inputs"], h0)
+        chosen = qs[:, :-1].gather(-1, sub["actions"].unsqueeze(-1)).squeeze(-1)
+
+    def probe_both() -> None:
+        probe.measure(model.agent, lambda net: net.unroll(sub["inputs"], h0))
+        probe.measure(model.mixer, lambda net: net(chosen, sub["states"][:, :-1]).unsqueeze(-1))
+
+    probe_t = statistics.median(timed(probe_both, device) for _ in range(3))
+    update_t = statistics.median(plain)
+    print(
+        f"probe (agent + mixer)       {1e3 * probe_t:8.1f} ms (median of 3; steps "
+        f"{defaults.steps}, {defaults.batch} episodes) = {probe_t / update_t:.1f} updates"
+    )
+    every = args.probe_every
+    print(f"  amortized at every={every:<6d} {probe_t / every / update_t:8.4f} of an update")
 
 
 if __name__ == "__main__":

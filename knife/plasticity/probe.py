@@ -1,5 +1,5 @@
 """Trainability probe (Lyle et al. 2023, "Understanding plasticity in neural networks";
-docs/design.md sections 6 and 9).
+docs/design.md section 9).
 
 Can the network still fit something new, independent of what exploration shows it? On a
 batch of recent inputs:

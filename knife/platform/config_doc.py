@@ -22,7 +22,7 @@ def _text(value: object) -> str:
 def config_rows() -> list[FieldDoc]:
     """All rows, in the order a trial YAML is written."""
     from knife.envs.tasks import SEQUENCE_OPTIONS
-    from knife.plasticity.config import MonitorConfig
+    from knife.plasticity.config import MonitorConfig, ProbeConfig
     from knife.plasticity.interventions import (
         INTERVENTIONS,
         KNIFE_ABLATIONS,
@@ -45,6 +45,7 @@ def config_rows() -> list[FieldDoc]:
             "plasticity.method", "none", "one of " + ", ".join(INTERVENTIONS), "the intervention"
         ),
         *describe(MonitorConfig, "plasticity.monitor"),
+        *describe(ProbeConfig, "plasticity.probe"),
     ]
     for method in INTERVENTIONS:
         family = "knife" if method in KNIFE_ABLATIONS else method

@@ -203,7 +203,10 @@ class QMixTorchLearner(TorchLearner):
         """
         for module_id, hook in self.plasticity.items():
             metrics = hook.after_update(
-                self.num_updates, self._batch_fn(module_id), self._loss_fn(module_id)
+                self.num_updates,
+                self._batch_fn(module_id),
+                self._loss_fn(module_id),
+                self._last_batch.get(module_id),
             )
             if metrics:
                 self.metrics.log_dict(metrics, key=module_id, window=1)
@@ -212,15 +215,18 @@ class QMixTorchLearner(TorchLearner):
         """The Algorithm moved to the next task: the switch protocol, identical for every
         plasticity method (`none` included; docs/design.md section 9).
 
-        1. the hook measures and lets the method act on the networks it names (the targets
-           only mirror the structure it added);
+        1. the hook measures (stagnation, the trainability probe on the last batch) and lets
+           the method act on the networks it names (the targets only mirror the structure
+           it added);
         2. optimizer="reset": the whole optimizer state is zeroed (moments, step counts);
         3. target="sync": every target network becomes a copy of its online network
            ("keep": targets wait for the next regular target update).
         """
         out = {}
         for module_id, hook in self.plasticity.items():
-            out[module_id] = hook.on_task_switch(self.num_updates, self._batch_fn(module_id))
+            out[module_id] = hook.on_task_switch(
+                self.num_updates, self._batch_fn(module_id), self._last_batch.get(module_id)
+            )
             module = self.module[module_id].unwrapped()
             if optimizer == "reset":
                 reset_optimizer_params(hook.optimizer, module.parameters())

@@ -136,11 +136,17 @@ class QMixRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         self, batch: dict[str, torch.Tensor], agent: RNNAgent | None = None, mixer: Any = None
     ) -> torch.Tensor:
         """Q_tot of the taken actions [B, T] (other agent/mixer networks may stand in)."""
-        agent = self.agent if agent is None else agent
         mixer = self.mixer if mixer is None else mixer
-        q = self.agent_q_sequence(agent, batch)
+        return mixer(self.agent_q_taken(batch, agent), batch["state"][:, :-1])
+
+    def agent_q_taken(
+        self, batch: dict[str, torch.Tensor], agent: RNNAgent | None = None
+    ) -> torch.Tensor:
+        """The agents' Qs of the taken actions [B, T, N], padded agents zeroed: the mixer's
+        input (another agent network may stand in)."""
+        q = self.agent_q_sequence(self.agent if agent is None else agent, batch)
         taken = q[:, :-1].gather(-1, batch["actions"][:, :-1].unsqueeze(-1)).squeeze(-1)
-        return mixer(taken * batch["agent_mask"].unsqueeze(1), batch["state"][:, :-1])
+        return taken * batch["agent_mask"].unsqueeze(1)
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return {"q_values": self.agent_q_sequence(self.agent, batch)}

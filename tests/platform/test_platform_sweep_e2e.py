@@ -411,7 +411,9 @@ def test_report_on_the_sweep_matches_a_hand_computation(ci_sweep):
                 assert float(row[f"{score}_ci_high"]) == pytest.approx(max(values))
     assert (out / "report.md").exists()
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == [
+    # plasticity_gap.png needs a normalized gap (references ending above the random policy):
+    # drawn here as a rule, tested on hand-made data in test_platform_paired_tables.py.
+    assert [p for p in pngs if p != "plasticity_gap.png"] == [
         "learning_curves_climb_pen_qmix.png",
         "stagnant_fraction_climb_pen_qmix.png",
         "stagnation_vs_learning_climb_pen_qmix.png",
@@ -602,7 +604,7 @@ def test_ui_serves_the_sweep_to_headless_chromium(ci_sweep, tmp_path):
         [compare] = [
             line.split(": ", 1)[1]
             for line in text.splitlines()
-            if line.strip().startswith("compare sweep ci (4 trials)")
+            if line.strip().startswith("compare sweep ci (6 trials)")  # 4 + 2 references
         ]
         for run in runs:
             assert run.info.run_id in compare

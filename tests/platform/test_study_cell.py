@@ -1,8 +1,9 @@
 """One cell of the study (issue 7) re-run at tiny scale: the study's own sweep file, cut down
 to two methods (none, knife), one algorithm and two seeds with 60 env steps per task, goes
 through the real `knife sweep` (embedded Ray, SQLite MLflow) and `knife report`, and comes out
-in the format of the committed results in docs/results/ (same tables and columns; the numbers
-differ)."""
+with everything the committed results in docs/results/ have: their columns in their order, and
+their tables (the numbers differ). Those results predate issue 16's paired tables, which the
+report has added since (columns role, final_mean, forgetting; the paired sections)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _table_headers(markdown: str) -> list[str]:
     """Section headings (sequence/algorithm made generic) and table header rows."""
     out = []
     for line in markdown.splitlines():
-        if line.startswith("## Sequence"):
+        if line.startswith(("## Sequence", "### Sequence")):
             out.append("## Sequence")
         elif line.startswith("| task |"):
             out.append(line)
@@ -60,7 +61,9 @@ def test_one_study_cell_at_tiny_scale_has_the_committed_report_format(tmp_path):
     for name in ("summary.csv", "runs.csv", "headline.csv"):
         ours = list(csv.DictReader(open(out / name)))
         committed = list(csv.DictReader(open(COMMITTED / name)))
-        assert list(ours[0]) == list(committed[0]), name  # same columns, same order
+        # Every committed column is still there, in the same order (new ones in between).
+        columns = iter(ours[0])
+        assert all(c in columns for c in committed[0]), (name, list(ours[0]), list(committed[0]))
     rows = list(csv.DictReader(open(out / "summary.csv")))
     # The cell: 4 tasks + `all` per method, both seeds in each, every score filled in.
     assert [(r["task"], r["method"]) for r in rows] == [
@@ -76,11 +79,13 @@ def test_one_study_cell_at_tiny_scale_has_the_committed_report_format(tmp_path):
     assert {(h["task"], h["score"]) for h in head} == {
         (task, score) for task in ("0", "1", "2", "3", "all") for score in ("final_return", "auc")
     }
-    assert all(h["other_method"] == "none" and h["verdict"] in {"win", "tie", "loss"} for h in head)
+    verdicts = {"win", "overlap", "loss"}  # `tie` before issue 16: overlap is no verdict
+    assert all(h["other_method"] == "none" and h["verdict"] in verdicts for h in head)
 
     ours_md = (out / "report.md").read_text()
     committed_md = (COMMITTED / "report.md").read_text()
-    assert set(_table_headers(ours_md)) == set(_table_headers(committed_md))
+    assert set(_table_headers(committed_md)) <= set(_table_headers(ours_md))
+    assert "## Each method against `none` and against the scratch reference" in ours_md
     ours_plots = {re.sub(r"_matrix_payoffs_\w+\.png", "", p.name) for p in out.glob("*.png")}
     committed_plots = {
         re.sub(r"_matrix_payoffs_\w+\.png", "", p.name) for p in COMMITTED.glob("*.png")

@@ -205,6 +205,7 @@ def gap_plot(
                         color=palette[name], label=name)  # fmt: skip
         ax.axhline(0.0, color="0.5", lw=0.8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # decade labels only
         ax.set_xlabel("learner updates per task (the scratch reference's)")
         ax.set_ylabel(f"gap, {score}: none - scratch (normalized)")
         ax.grid(alpha=0.3)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -571,13 +572,19 @@ def correlations(runs: list[RunData]) -> dict[tuple[str, str, str], float | None
     return out
 
 
+def file_stem(name: str) -> str:
+    """A group name as a file name: 'b1000 [4]_qmix' -> 'b1000_4_qmix' (no spaces or
+    brackets, which break Markdown image links)."""
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.-]+", "_", name)).strip("_")
+
+
 def write_plots(runs: list[RunData], out: Path, reps: int, seed: int) -> list[Path]:
     files = []
     for (sequence, algorithm), members_all in _by_group(runs).items():
         methods: dict[str, list[RunData]] = defaultdict(list)
         for run in members_all:
             methods[run.method].append(run)
-        group = f"{sequence}_{algorithm}"
+        group = file_stem(f"{sequence}_{algorithm}")
         some = next(iter(methods.values()))
         names = {i: t.name for r in some for i, t in r.tasks.items()}
         starts: dict[int, list[float]] = defaultdict(list)

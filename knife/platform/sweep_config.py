@@ -195,8 +195,8 @@ class SweepConfig:
                 sources.setdefault(axis.target, axis.source(0))
             config = build_trial_config(self.base, overrides)
             label = "-".join(parts) or self.name
-            point = "-".join(
-                axis.labels[i]
+            point = ",".join(  # e.g. "updates_per_episode=4": the report's group names
+                f"{axis.target.rsplit('.', 1)[-1]}={axis.labels[i]}"
                 for axis, i in zip(grid, combo, strict=True)
                 if axis.target not in UNPAIRED_AXES
             )

@@ -113,7 +113,8 @@ def test_params_and_inline_axes():
     assert trials[1].overrides["training.lr"] == 0.0005
     # The report compares runs of one point but their method and seed (tag knife.point).
     points = {t.tags["knife.point"] for t in trials}
-    assert len(points) == 2 and all(t.label.endswith(t.tags["knife.point"]) for t in trials)
+    assert points == {"lr=0.001", "lr=0.0005"}
+    assert all(t.label.endswith(t.tags["knife.point"].split("=")[1]) for t in trials)
     text = describe(sweep)
     assert "plasticity.monitor.tau drawn per trial from [0.1, 0.25]" in text
     assert "36 trial(s)" in text

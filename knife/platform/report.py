@@ -111,8 +111,10 @@ RUN_COLUMNS = (
     "final_win_rate",
     "forgetting",
     *(f"stagnant_{network}_end" for network in NETWORKS),
+    *(f"probe_{network}_ratio_end" for network in NETWORKS),
 )
 CURVE_POINTS = 100  # stagnant-fraction curves are resampled onto this many env steps
+PROBE_RATIO = "probe_loss_ratio"  # the trainability probe's metric (knife.plasticity.probe)
 
 
 @dataclass
@@ -124,6 +126,8 @@ class TaskScores:
     start_env_steps: float | None = None
     random_return: float | None = None  # a uniformly random policy's, at the task's start
     stagnant_end: dict[str, float] = field(default_factory=dict)  # network -> fraction
+    # network -> the trainability probe's loss ratio at the switch that ended the task
+    probe_ratio_end: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -212,6 +216,8 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
         if len(steps):
             data.stagnant[network] = (steps, values)
     _stagnant_at_task_ends(data)
+    if data.boundaries:
+        _probe_at_switches(store, run.info.run_id, metrics, data)
     if data.role == SCRATCH and SCRATCH_TASK_TAG in tags:
         served = tags.get(SCRATCH_TASKS_TAG) or tags[SCRATCH_TASK_TAG]
         _as_scratch_task(data, [int(k) for k in served.split(",")])
@@ -226,6 +232,22 @@ def _as_scratch_task(data: RunData, served: list[int]) -> None:
     data.tasks = {k: task for k in served} if task is not None else {}
     data.test_curves = {k: curve for k in served} if curve is not None else {}
     data.boundaries = []
+
+
+def _probe_at_switches(
+    store: MlflowStore, run_id: str, metrics: Mapping[str, float], data: RunData
+) -> None:
+    """The probe's loss ratio logged at each switch (plasticity.probe), filed under the task
+    the switch ended (the one before the task starting at that step)."""
+    ended = {start: i - 1 for i, start in data.boundaries if i > 0}
+    for network in NETWORKS:
+        key = f"{mk.AT_SWITCH}{network}/{PROBE_RATIO}"
+        if key not in metrics:
+            continue
+        for step, value in zip(*store.history(run_id, key), strict=True):
+            task = data.tasks.get(ended.get(float(step), -1))
+            if task is not None:
+                task.probe_ratio_end[network] = float(value)
 
 
 def _stagnant_at_task_ends(data: RunData) -> None:
@@ -411,6 +433,7 @@ def write_runs_csv(runs: list[RunData], path: Path, final_tests: int = FINAL_TES
                 }
                 for network in NETWORKS:
                     row[f"stagnant_{network}_end"] = task.stagnant_end.get(network)
+                    row[f"probe_{network}_ratio_end"] = task.probe_ratio_end.get(network)
                 writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return path
 

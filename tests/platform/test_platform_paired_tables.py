@@ -68,6 +68,8 @@ def report(tmp_path_factory):
             with TrialLogger(uri, "paired", run_name=f"{method}-{s}", tags=tags) as log:
                 _log_task(log, 0, [0.0, 5.0, 4.0, 4.0], 0)  # task 0: the shared prefix
                 _log_task(log, 1, tests(s), 400)
+                # The trainability probe at the switch into task 1 (env step 400).
+                log.log_metrics({"plasticity/at_switch/agent/probe_loss_ratio": 7.0 + s}, step=400)
                 if method == "none":  # re-tests of task 0 after it ended: forgetting 5 - 3
                     for step in (500, 700):
                         log.log_metrics({"task/0/retest_return": 3.0}, step=step)
@@ -176,6 +178,9 @@ def test_forgetting_and_raw_rows(report):
     scratch = [r for r in raw if r["role"] == "scratch"]
     assert len(raw) == 8 * 2 + 4 and len(scratch) == 4
     assert {r["task"] for r in scratch} == {"1"}  # filed under the task it references
+    # The probe's ratio at the switch is filed under the task that switch ended.
+    none_s2 = [r for r in raw if (r["role"], r["method"], r["seed"]) == ("trial", "none", "2")]
+    assert [r["probe_agent_ratio_end"] for r in none_s2] == ["9.0", ""]
     s1 = next(r for r in scratch if r["seed"] == "1")
     assert float(s1["final_mean"]) == pytest.approx(_final(scratch_tests(1)))
 

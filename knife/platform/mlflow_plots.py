@@ -117,6 +117,15 @@ def _save(plt: Any, fig: Any, path: str | Path) -> Path:
     return path
 
 
+def _finish_panels(plt: Any, fig: Any, axes: Any, title: str, path: str | Path) -> Path:
+    """A row of panels: one legend (on the last panel with lines), the title, the file."""
+    with_points = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+    if with_points:
+        with_points[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _save(plt, fig, path)
+
+
 def learning_curve_plot(
     curves: Mapping[str, Curve | Sequence[Curve]],
     boundaries: Sequence[tuple[int, float]],
@@ -179,11 +188,7 @@ def stagnation_scatter_plot(
         ax.axhline(0.0, color="0.6", lw=0.8)
         ax.set_xlim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    with_points = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
-    if with_points:
-        with_points[-1].legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=10)
-    return _save(plt, fig, path)
+    return _finish_panels(plt, fig, axes, title, path)
 
 
 def gap_plot(
@@ -209,8 +214,4 @@ def gap_plot(
         ax.set_xlabel("learner updates per task (the scratch reference's)")
         ax.set_ylabel(f"gap, {score}: none - scratch (normalized)")
         ax.grid(alpha=0.3)
-    with_points = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
-    if with_points:
-        with_points[-1].legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=10)
-    return _save(plt, fig, path)
+    return _finish_panels(plt, fig, axes, title, path)

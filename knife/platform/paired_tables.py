@@ -261,11 +261,8 @@ def paired_rows(
                     )
                     if not seeds:
                         continue
-                    norm = norms.get((*group, i))
-                    xn = yn = None
-                    if norm is not None:
-                        zero, one = norm
-                        xn, yn = (x - zero) / (one - zero), (y - zero) / (one - zero)
+                    xn, yn = _normalized(x, y, norms.get((*group, i)))
+                    if xn is not None:
                         per_task[i] = dict(zip(seeds, zip(xn, yn, strict=True), strict=True))
                     row = {
                         **_where(group, i, names),
@@ -319,11 +316,7 @@ def _visit_rows(
                 seeds, x, y = _paired(cells.get(i, {}), cells.get(j, {}), score)
                 if not seeds:
                     continue
-                norm = norms.get((*group, i)) or norms.get((*group, j))
-                xn = yn = None
-                if norm is not None:
-                    zero, one = norm
-                    xn, yn = (x - zero) / (one - zero), (y - zero) / (one - zero)
+                xn, yn = _normalized(x, y, norms.get((*group, i)) or norms.get((*group, j)))
                 rows.append(
                     {
                         **_where(group, i, names),
@@ -342,6 +335,16 @@ def _where(
     """A row's sequence, algorithm, task and task name."""
     name = names.get((*group, task), f"task {task}")
     return {"sequence": group[0], "algorithm": group[1], "task": str(task), "task_name": name}
+
+
+def _normalized(
+    x: np.ndarray, y: np.ndarray, norm: tuple[float, float] | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Both sides on the task's normalized scale (zero, one), or (None, None) without one."""
+    if norm is None:
+        return None, None
+    zero, one = norm
+    return (x - zero) / (one - zero), (y - zero) / (one - zero)
 
 
 def _mean_updates(references: Mapping[str, TaskValues]) -> float | None:

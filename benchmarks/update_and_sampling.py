@@ -7,21 +7,28 @@ alternating repeats; these machines are noisy):
   and the climbing game, 1 step each);
 * sampling env steps/s of one TeamEnvRunner (epsilon-greedy, the module's forward, no
   learning) with N = 1, 8, 32 envs in lockstep, on the stag hunt and on SMAX
-  protoss_5_vs_5 (stepped one env per call; the batched forward is what N changes).
+  protoss_5_vs_5, each env's own vector env (NumPy; one vmapped JAX call); and at N = 32
+  the same N envs looped one call per env (SerialVectorEnv: the previous slice's runner,
+  and what envs without a vector form get).
 
     python benchmarks/update_and_sampling.py [--updates 200] [--steps 4000] [--repeats 3]
+        [--no-smax] [--sampling-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
+from knife.envs import registry
 from knife.policies import QMix, QMixConfig
 from knife.policies.learner import QMixTorchLearner
 
@@ -63,11 +70,25 @@ def updates_per_s(algo: Any, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+@contextlib.contextmanager
+def looped(env: str) -> Iterator[None]:
+    """`env` without its vector form: make_vector loops over single envs."""
+    entry, _ = registry._lookup(env)
+    key = next(k for k, v in registry._ENTRIES.items() if v is entry)
+    registry._ENTRIES[key] = dataclasses.replace(entry, vector=None)
+    try:
+        yield
+    finally:
+        registry._ENTRIES[key] = entry
+
+
 def sampling_steps_per_s(env: tuple[str, dict], n_envs: int, steps: int) -> float:
     algo = _algo(*env, num_envs_per_env_runner=n_envs)
     try:
         runner = algo.env_runner_group.local_env_runner
-        runner.sample(num_episodes=1, explore=True)  # warm-up (first reset, JIT)
+        warm = 0  # warm-up: the first reset and SMAX's compiles (one per batch size)
+        while warm < max(steps // 2, 40 * n_envs):
+            warm += runner.sample(num_episodes=1, explore=True)["env_steps"]
         done, start = 0, time.perf_counter()
         while done < steps:
             done += runner.sample(num_episodes=1, explore=True)["env_steps"]
@@ -82,10 +103,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-smax", action="store_true")
+    parser.add_argument("--sampling-only", action="store_true")
     args = parser.parse_args()
     out: dict[str, Any] = {}
 
-    for name, env in (("stag_hunt", STAG_HUNT), ("climbing", CLIMBING)):
+    updates = () if args.sampling_only else (("stag_hunt", STAG_HUNT), ("climbing", CLIMBING))
+    for name, env in updates:
         algo = _algo(*env, td_lambda=0.0)
         runner = algo.env_runner_group.local_env_runner
         for ep in runner.sample(num_episodes=64, explore=True)["episodes"]:
@@ -102,15 +125,19 @@ def main() -> None:
 
     envs = [("stag_hunt", STAG_HUNT)] + ([] if args.no_smax else [("smax_protoss_5v5", SMAX)])
     for name, env in envs:
-        per_n: dict[int, list[float]] = {1: [], 8: [], 32: []}
+        per_n: dict[str, list[float]] = {"n1": [], "n8": [], "n32": [], "n32_looped": []}
         for _ in range(args.repeats):
-            for n in per_n:
-                per_n[n].append(sampling_steps_per_s(env, n, args.steps))
-        med_n = {n: float(np.median(v)) for n, v in per_n.items()}
+            for key in per_n:
+                n = int(key[1:].split("_")[0])
+                with looped(env[0]) if key.endswith("looped") else contextlib.nullcontext():
+                    per_n[key].append(sampling_steps_per_s(env, n, args.steps))
+        med_n = {key: float(np.median(v)) for key, v in per_n.items()}
         out[f"sampling_{name}"] = {
-            **{f"n{n}_steps_per_s": v for n, v in med_n.items()},
-            "n32_over_n1": med_n[32] / med_n[1],
-            "n8_over_n1": med_n[8] / med_n[1],
+            **{f"{key}_steps_per_s": v for key, v in med_n.items()},
+            "n32_over_n1": med_n["n32"] / med_n["n1"],
+            "n8_over_n1": med_n["n8"] / med_n["n1"],
+            "n32_native_over_looped": med_n["n32"] / med_n["n32_looped"],
+            "runs": per_n,
         }
     print(json.dumps(out, indent=2))
 

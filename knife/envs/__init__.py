@@ -6,11 +6,12 @@ from knife.envs.base import TeamEnv, TeamSpec, team_spaces
 from knife.envs.matrix import MatrixGame, TwoStepGame
 from knife.envs.padding import PaddedTeamEnv, agent_mask, padded_spec
 from knife.envs.pettingzoo_adapter import PettingZooTeamEnv
-from knife.envs.registry import make, names, register, unregister, validate
+from knife.envs.registry import make, make_vector, names, register, unregister, validate
 from knife.envs.smacv2 import register_smacv2
 from knife.envs.smax import register_smax
 from knife.envs.stag_hunt import StagHuntConfig, StagHuntEnv
 from knife.envs.tasks import Task, TaskSequence, env_family, preset, presets
+from knife.envs.vector import PaddedVectorEnv, SerialVectorEnv, VectorTeamEnv
 
 # Adapters whose heavy dependencies (jax, StarCraft II) load only when an env is built.
 register_smax()
@@ -19,7 +20,9 @@ register_smacv2()
 __all__ = [
     "MatrixGame",
     "PaddedTeamEnv",
+    "PaddedVectorEnv",
     "PettingZooTeamEnv",
+    "SerialVectorEnv",
     "StagHuntConfig",
     "StagHuntEnv",
     "Task",
@@ -27,9 +30,11 @@ __all__ = [
     "TeamEnv",
     "TeamSpec",
     "TwoStepGame",
+    "VectorTeamEnv",
     "agent_mask",
     "env_family",
     "make",
+    "make_vector",
     "names",
     "padded_spec",
     "preset",

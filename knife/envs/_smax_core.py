@@ -210,10 +210,17 @@ class SMAXCore:
             (_SMAX_STOP, _SMAX_STOP, *_MOVE_TO_SMAX, *range(_SMAX_ATTACK0, _SMAX_ATTACK0 + m)),
             jnp.int32,
         )
-        self.traces = {"reset": 0, "step": 0}
+        self.traces = dict.fromkeys(
+            ("reset", "step", "reset_many", "reset_rows", "step_rows", "step_all"), 0
+        )
         self._layouts: dict[str, list[tuple[int, int, tuple[int, ...]]]] = {}
         self._reset = jax.jit(self._reset_fn)
         self._step = jax.jit(self._step_fn)
+        # N envs in one call (knife/envs/smax_vector.py); compiled once per N.
+        self._reset_many = jax.jit(self._reset_many_fn)
+        self._reset_rows = jax.jit(self._reset_rows_fn)
+        self._step_rows = jax.jit(self._step_rows_fn)
+        self._step_all = jax.jit(self._step_all_fn)
 
     # ------------------------------------------------------------------ traced functions
 
@@ -250,6 +257,9 @@ class SMAXCore:
 
     def _reset_fn(self, key: jax.Array) -> tuple[Any, ...]:
         self.traces["reset"] += 1  # runs at trace time only
+        return self._reset_body(key)
+
+    def _reset_body(self, key: jax.Array) -> tuple[Any, ...]:
         key, sub = jax.random.split(key)
         obs, state = self.env.reset(sub)
         state = _strong(state)
@@ -257,6 +267,9 @@ class SMAXCore:
 
     def _step_fn(self, key: jax.Array, state: Any, actions: jax.Array) -> tuple[Any, ...]:
         self.traces["step"] += 1
+        return self._step_body(key, state, actions)
+
+    def _step_body(self, key: jax.Array, state: Any, actions: jax.Array) -> tuple[Any, ...]:
         key, sub = jax.random.split(key)
         smax_actions = self._to_smax[actions]
         act = {a: smax_actions[i] for i, a in enumerate(self.env.agents)}
@@ -271,6 +284,44 @@ class SMAXCore:
         flags = (reward, terminated, won)
         return key, state, self._pack("step", (*self._view(obs, state), *flags))
 
+    def _reset_many_fn(self, keys: jax.Array) -> tuple[Any, ...]:
+        self.traces["reset_many"] += 1
+        return jax.vmap(self._reset_body)(keys)  # the packed layout is one env's, per row
+
+    # Subsets of N envs: only the envs `rows` (B of the N, each B compiled once) are
+    # gathered, reset or stepped vmapped, and scattered back. Rows where `live` is false
+    # fill the batch up to B and keep their state and key, so their random stream does not
+    # move; the rows are distinct, so the scatter is well defined.
+
+    def _scatter(self, full: tuple, new: tuple, old: tuple, rows: jax.Array, live: jax.Array):
+        def put(f: jax.Array, n: jax.Array, o: jax.Array) -> jax.Array:
+            keep = live.reshape((-1,) + (1,) * (n.ndim - 1))
+            return f.at[rows].set(jnp.where(keep, n, o))
+
+        return jax.tree.map(put, full, new, old)
+
+    def _reset_rows_fn(
+        self, keys: jax.Array, states: Any, rows: jax.Array, live: jax.Array
+    ) -> tuple[Any, ...]:
+        self.traces["reset_rows"] += 1
+        old = (keys[rows], jax.tree.map(lambda x: x[rows], states))
+        new_keys, new_states, flat = jax.vmap(self._reset_body)(old[0])
+        keys, states = self._scatter((keys, states), (new_keys, new_states), old, rows, live)
+        return keys, states, flat
+
+    def _step_all_fn(self, keys: jax.Array, states: Any, actions: jax.Array) -> tuple[Any, ...]:
+        self.traces["step_all"] += 1
+        return jax.vmap(self._step_body)(keys, states, actions)
+
+    def _step_rows_fn(
+        self, keys: jax.Array, states: Any, actions: jax.Array, rows: jax.Array, live: jax.Array
+    ) -> tuple[Any, ...]:
+        self.traces["step_rows"] += 1
+        old = (keys[rows], jax.tree.map(lambda x: x[rows], states))
+        new_keys, new_states, flat = jax.vmap(self._step_body)(*old, actions)
+        keys, states = self._scatter((keys, states), (new_keys, new_states), old, rows, live)
+        return keys, states, flat
+
     # ------------------------------------------------------------------ host API
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, Any, list[np.ndarray]]:
@@ -284,6 +335,53 @@ class SMAXCore:
         """(key, state, [obs, world state, avail, alive, reward, terminated, won])."""
         key, state, flat = self._step(key, state, actions)
         return key, state, self._unpack("step", flat)
+
+    def reset_many(self, keys: np.ndarray) -> tuple[jax.Array, Any, list[np.ndarray]]:
+        """`reset` of N envs at once (keys uint32 [N, 2]); every array gains a leading N."""
+        keys, states, flat = self._reset_many(keys)
+        return keys, states, self._unpack_many("reset", flat)
+
+    def reset_rows(
+        self, keys: jax.Array, states: Any, mask: np.ndarray
+    ) -> tuple[jax.Array, Any, list[np.ndarray]]:
+        """`reset` of the N envs where `mask` ([N] bool); the others keep state and key."""
+        rows, live = self._batch(mask)
+        keys, states, flat = self._reset_rows(keys, states, rows, live)
+        return keys, states, self._scatter_host("reset", flat, rows, len(mask))
+
+    def step_rows(
+        self, keys: jax.Array, states: Any, actions: np.ndarray, mask: np.ndarray
+    ) -> tuple[jax.Array, Any, list[np.ndarray]]:
+        """`step` of the N envs where `mask` ([N] bool); the others keep state and key."""
+        if mask.all():  # every env: no gather or scatter
+            keys, states, flat = self._step_all(keys, states, actions)
+            return keys, states, self._unpack_many("step", flat)
+        rows, live = self._batch(mask)
+        keys, states, flat = self._step_rows(keys, states, actions[rows], rows, live)
+        return keys, states, self._scatter_host("step", flat, rows, len(mask))
+
+    @staticmethod
+    def _batch(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows to compute: the masked envs, filled up with others to the smallest
+        B = N / 2^j that holds them (B >= N / 4, so at most 3 compiled sizes)."""
+        n, chosen = len(mask), np.flatnonzero(mask)
+        size = n
+        while size > -(-n // 4) and (size + 1) // 2 >= len(chosen):  # B >= ceil(N / 4)
+            size = (size + 1) // 2
+        rows = np.concatenate([chosen, np.flatnonzero(~mask)[: size - len(chosen)]])
+        return rows, np.arange(size) < len(chosen)
+
+    def _scatter_host(self, name: str, flat: jax.Array, rows: np.ndarray, n: int) -> list:
+        out = self._unpack_many(name, flat)
+        full = [np.zeros((n, *part.shape[1:]), part.dtype) for part in out]
+        for dst, part in zip(full, out, strict=True):
+            dst[rows] = part
+        return full
+
+    def _unpack_many(self, name: str, flat: jax.Array) -> list[np.ndarray]:
+        host = np.array(jax.device_get(flat))  # [N, packed]: still one transfer
+        n = host.shape[0]
+        return [host[:, a:b].reshape(n, *shape) for a, b, shape in self._layouts[name]]
 
     @staticmethod
     def make_key(seed: int) -> jax.Array:

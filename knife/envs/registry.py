@@ -14,7 +14,9 @@ Two kinds of entries:
 Optional per entry: `keys` (allowed config keys, checked here with the standard message),
 `validator` (config -> None, or (suffix, config) -> None for families, raising ValueError;
 without one, validate() builds the env and closes it) and, for families, `members`
-(a callable returning the suffixes to list in names()).
+(a callable returning the suffixes to list in names()) and `vector` (num_envs, **config) ->
+VectorTeamEnv, the env's natively vectorized form that `make_vector` builds; entries without
+one get N single envs in a loop.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from knife.envs import matrix, stag_hunt
+from knife.envs import matrix, matrix_vector, stag_hunt, stag_hunt_vector
 from knife.envs.base import TeamEnv
 from knife.envs.validation import check_keys
+from knife.envs.vector import SerialVectorEnv, VectorTeamEnv
 
 Factory = Callable[..., TeamEnv]
 
@@ -37,6 +40,9 @@ class _Entry:
     keys: tuple[str, ...] | None
     validator: Callable[..., None] | None
     members: Callable[[], Iterable[str]] | None
+    # (num_envs, **config) -> VectorTeamEnv ((suffix, num_envs, **config) for a family);
+    # None: make_vector loops over num_envs single envs (SerialVectorEnv).
+    vector: Callable[..., VectorTeamEnv] | None = None
 
 
 _ENTRIES: dict[str, _Entry] = {}
@@ -50,6 +56,7 @@ def register(
     keys: Iterable[str] | None = None,
     validator: Callable[..., None] | None = None,
     members: Callable[[], Iterable[str]] | None = None,
+    vector: Callable[..., VectorTeamEnv] | None = None,
     replace: bool = False,
 ) -> None:
     """Add an env (or a family of envs sharing a name prefix) to the registry."""
@@ -64,6 +71,7 @@ def register(
         keys=tuple(keys) if keys is not None else None,
         validator=validator,
         members=members,
+        vector=vector,
     )
 
 
@@ -118,6 +126,18 @@ def make(name: str, **config: Any) -> TeamEnv:
     return entry.factory(**config)
 
 
+def make_vector(name: str, num_envs: int, **config: Any) -> VectorTeamEnv:
+    """`num_envs` envs `name` with `config`, stepped as one (knife/envs/vector.py): the
+    env's own vectorized form where it has one, else a loop over single envs."""
+    entry, suffix = _lookup(name)
+    _check(entry, name, config)
+    if entry.vector is None:
+        return SerialVectorEnv([make(name, **config) for _ in range(num_envs)])
+    if entry.family:
+        return entry.vector(suffix, num_envs, **config)
+    return entry.vector(num_envs, **config)
+
+
 def validate(name: str, config: Mapping[str, Any] | None = None) -> None:
     """Raise the ValueError make() would raise for this name and config, keeping nothing."""
     config = {} if config is None else config
@@ -132,7 +152,7 @@ def validate(name: str, config: Mapping[str, Any] | None = None) -> None:
 
 
 def _register_builtins() -> None:
-    def one_step(game: str) -> tuple[Factory, Callable[[Mapping[str, Any]], None]]:
+    def one_step(game: str) -> tuple[Factory, Callable[..., None], Callable[..., VectorTeamEnv]]:
         # A closure, not a default argument, so a config key can never shadow the game name.
         def factory(**cfg: Any) -> TeamEnv:
             return matrix.make_one_step(game, cfg)
@@ -140,20 +160,25 @@ def _register_builtins() -> None:
         def validator(cfg: Mapping[str, Any]) -> None:
             matrix.validate_one_step(game, cfg)
 
-        return factory, validator
+        def vector(num_envs: int, **cfg: Any) -> VectorTeamEnv:
+            return matrix_vector.make_one_step_vector(game, num_envs, cfg)
+
+        return factory, validator, vector
 
     for game in matrix.ONE_STEP_GAMES:
-        factory, validator = one_step(game)
-        register(game, factory, validator=validator)
+        factory, validator, vector = one_step(game)
+        register(game, factory, validator=validator, vector=vector)
     register(
         "matrix:two_step",
         lambda **cfg: matrix.make_two_step(cfg),
         validator=matrix.validate_two_step,
+        vector=lambda num_envs, **cfg: matrix_vector.make_two_step_vector(num_envs, cfg),
     )
     register(
         "stag_hunt",
         lambda **cfg: stag_hunt.make_stag_hunt(cfg),
         validator=stag_hunt.validate_config,
+        vector=lambda num_envs, **cfg: stag_hunt_vector.make_stag_hunt_vector(num_envs, cfg),
     )
 
 

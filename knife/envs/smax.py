@@ -352,5 +352,13 @@ def make_smax(scenario: str, /, **config: Any) -> SMAXEnv:
 def register_smax() -> None:
     """Add the `smax:` family to the env registry (idempotent)."""
     from knife.envs.registry import register
+    from knife.envs.smax_vector import make_smax_vector
 
-    register(FAMILY, make_smax, validator=validate_smax, members=scenarios, replace=True)
+    register(
+        FAMILY,
+        make_smax,
+        validator=validate_smax,
+        members=scenarios,
+        vector=make_smax_vector,
+        replace=True,
+    )

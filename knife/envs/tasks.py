@@ -53,8 +53,9 @@ import numpy as np
 from knife.envs.base import TeamEnv, TeamSpec
 from knife.envs.matrix import PERMUTE, permutation_label
 from knife.envs.padding import PaddedTeamEnv, agent_mask, padded_spec
-from knife.envs.registry import make
+from knife.envs.registry import make, make_vector
 from knife.envs.registry import validate as validate_env
+from knife.envs.vector import PaddedVectorEnv
 
 BUFFER_ON_SWITCH = ("flush", "keep")
 TARGET_ON_SWITCH = ("sync", "keep")
@@ -368,6 +369,18 @@ class TaskSequence:
         """Task i's env, padded to `spec` (default spec(); pass it where it is already known,
         e.g. in an EnvRunner, to skip building every task's env once to compute it)."""
         return PaddedTeamEnv(self._make_raw(self._index(i)), spec or self.spec())
+
+    def make_task_vector_env(
+        self, i: int, num_envs: int, spec: TeamSpec | None = None
+    ) -> PaddedVectorEnv:
+        """`num_envs` envs of task i stepped as one (knife/envs/vector.py), padded to
+        `spec` as make_task_env pads one."""
+        task = self.tasks[self._index(i)]
+        try:
+            raw = make_vector(task.env, num_envs, **task.env_config)
+        except ValueError as err:
+            raise ValueError(_task_path(i, str(err))) from err
+        return PaddedVectorEnv(raw, spec or self.spec())
 
     def _make_raw(self, i: int) -> TeamEnv:
         task = self.tasks[i]

@@ -8,11 +8,12 @@ back `Episode`s (numpy arrays), ready for the episode replay buffer. It is still
 EnvRunner: EnvRunnerGroup creates it locally or as Ray actors, syncs the Learner's weights
 into it through `set_state`, and health-checks it.
 
-Vectorized sampling (`num_envs_per_env_runner` = N > 1, EPyMARL's `batch_size_run`): N
-training envs step in lockstep with one batched forward pass over N x n_agents
-(`play_episodes`); an env whose episode ended waits for the others, and every episode is
-handed over whole, as with one env. Each iteration then collects `episodes_per_runner`
-rounds of N episodes.
+Vectorized sampling (`num_envs_per_env_runner` = N > 1, EPyMARL's `batch_size_run`): the N
+training envs are one vector env (knife/envs/vector.py: the stag hunt and the matrix games
+in NumPy, SMAX in one vmapped JAX call, any other env in a loop) stepped in lockstep with one
+batched forward pass over N x n_agents (knife/policies/lockstep.py). An env whose episode
+ended starts its next one at once; each call returns N x `episodes_per_runner` whole
+episodes and carries those still in flight into the next call.
 
 Seeding: the training env is seeded once, at its first reset, with seed + 1000 x worker
 index (+ 100000 x task index, + ENV_SEED_STRIDE x k for the k-th of N envs); later resets
@@ -38,7 +39,9 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME, WEIGHTS_SEQ_
 
 from knife import envs
 from knife.envs.tasks import TaskSequence
+from knife.envs.vector import VectorTeamEnv
 from knife.policies.episode import Episode
+from knife.policies.lockstep import LockstepSampler
 from knife.policies.torch_threads import set_torch_threads
 
 TEST_SEED_OFFSET = 1_000_000
@@ -54,8 +57,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
     def __init__(self, *, config, **kwargs) -> None:
         super().__init__(config=config, **kwargs)
         set_torch_threads(config.torch_threads)
-        self.env = None
-        self.envs: list[Any] = []  # the N training envs; envs[0] is self.env
+        self.env = None  # the training env, or the N training envs as one vector env
         self._test_envs: dict[int, Any] = {}
         self.module = None
         self._weights_seq_no = 0
@@ -76,20 +78,33 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
 
     def set_task(self, task_index: int) -> None:
         """Switch to task `task_index` of the sequence: fresh, freshly seeded envs."""
-        for env in (*self.envs, *self._test_envs.values()):
-            if env is not None:
-                env.close()
+        self._close_envs()
         self._test_envs = {}
         self._test_seeded: set[int] = set()
         self.task_index = task_index
         n = max(1, int(getattr(self.config, "num_envs_per_env_runner", 1) or 1))
-        self.envs = [self._build_env(task_index) for _ in range(n)]
-        self.env = self.envs[0]
+        # N > 1: the N training envs as one vector env (natively vectorized where the env
+        # has it, knife/envs/vector.py); self.env is then that vector env.
+        self.vector_env = None if n == 1 else self._build_vector_env(task_index, n)
+        self.env = self._build_env(task_index) if n == 1 else self.vector_env
         base = 0 if self.config.seed is None else int(self.config.seed)
         self._seed_base = base + 1000 * (self.worker_index or 0)
         first = self._seed_base + 100_000 * task_index
         # Each env is seeded once, at its first reset (None afterwards: its stream goes on).
         self._train_seeds: list[int | None] = [first + ENV_SEED_STRIDE * k for k in range(n)]
+        self.sampler = None
+        if self.vector_env is not None:  # episodes in flight carry across sample() calls
+            self.sampler = LockstepSampler(self.vector_env, self._train_seeds)
+
+    def _build_vector_env(self, task_index: int, n: int) -> VectorTeamEnv:
+        if self.sequence is None:
+            return envs.make_vector(self.config.env, n, **dict(self.config.env_config or {}))
+        return self.sequence.make_task_vector_env(task_index, n)
+
+    def _close_envs(self) -> None:
+        for env in (getattr(self, "env", None), *getattr(self, "_test_envs", {}).values()):
+            if env is not None:
+                env.close()
 
     def _test_env(self, task_index: int):
         """The greedy-test env of a task (earlier tasks too, for forgetting)."""
@@ -134,16 +149,18 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         test_task = self.task_index if task_index is None else task_index
         if random_policy:
             return self._sample_random(num_episodes, test_task, start)
-        if explore and len(self.envs) > 1:
-            for _ in range(num_episodes):  # rounds of N envs in lockstep
-                seeds, self._train_seeds = self._train_seeds, [None] * len(self.envs)
-                played = play_episodes(
-                    self.envs, self.module, explore=True, t0=global_env_steps + steps, seeds=seeds
-                )
-                for ep in played:
-                    ep.task_index = self.task_index
-                    steps += ep.length
-                episodes += played
+        if explore and self.sampler is not None:
+            # num_episodes per env: N x num_episodes episodes, the N envs in lockstep.
+            played = self.sampler.sample(
+                self.module,
+                num_episodes=num_episodes * self.vector_env.num_envs,
+                explore=True,
+                t0=global_env_steps,
+            )
+            for _, ep in played:
+                ep.task_index = self.task_index
+                steps += ep.length
+                episodes.append(ep)
             num_episodes = 0
         for _ in range(num_episodes):
             ep = self._play_episode(explore, global_env_steps + steps, test_task)
@@ -223,9 +240,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         return [(COMPONENT_RL_MODULE, self.module)]
 
     def stop(self) -> None:
-        for env in (*self.envs, *self._test_envs.values()):
-            if env is not None:
-                env.close()
+        self._close_envs()
 
 
 class RandomPolicy:
@@ -299,87 +314,3 @@ def play_episode(
         info=dict(info),
         agent_mask=None if mask is None else np.asarray(mask, np.float32),
     )
-
-
-@torch.no_grad()
-def play_episodes(
-    envs: list[Any],
-    module: Any,
-    *,
-    explore: bool,
-    t0: int = 0,
-    seeds: list[int | None] | None = None,
-) -> list[Episode]:
-    """One complete episode on each of N envs, stepped in lockstep: one batched forward
-    pass over the envs still playing (epsilon at t0 + the steps taken so far, all envs
-    counted); an env whose episode has ended waits. Episodes as `play_episode` records them."""
-    n = len(envs)
-    seeds = [None] * n if seeds is None else seeds
-    team = envs[0].team
-    limit, agents = team.episode_limit, team.n_agents
-    obs_buf = np.zeros((n, limit + 1, agents, team.obs_dim), np.float32)
-    state_buf = np.zeros((n, limit + 1, team.state_dim), np.float32)
-    avail_buf = np.zeros((n, limit + 1, agents, team.n_actions), np.float32)
-    actions_buf = np.zeros((n, limit, agents), np.int64)
-    rewards_buf = np.zeros((n, limit), np.float32)
-    lengths = np.zeros(n, np.int64)
-    terminated = np.zeros(n, bool)
-    infos: list[dict] = [{} for _ in range(n)]
-    for k, (env, seed) in enumerate(zip(envs, seeds, strict=True)):
-        obs, _ = env.reset(seed=seed)
-        obs_buf[k, 0], state_buf[k, 0], avail_buf[k, 0] = (
-            obs["obs"],
-            obs["state"],
-            obs["avail_actions"],
-        )
-    initial = module.get_initial_state()
-    state = {key: v.unsqueeze(0).repeat(n, *([1] * v.dim())) for key, v in initial.items()}
-    playing = np.arange(n)
-    taken = 0
-    while len(playing):
-        t = lengths[playing]
-        batch = {
-            Columns.OBS: {
-                "obs": torch.from_numpy(obs_buf[playing, t]),
-                "avail_actions": torch.from_numpy(avail_buf[playing, t]),
-            },
-            Columns.STATE_IN: {key: v[playing] for key, v in state.items()},
-        }
-        if explore:
-            out = module.forward_exploration(batch, t=t0 + taken)
-        else:
-            out = module.forward_inference(batch)
-        for key, v in out[Columns.STATE_OUT].items():
-            state[key][playing] = v
-        actions = out[Columns.ACTIONS].numpy()
-        still = []
-        for row, k in enumerate(playing):
-            obs, reward, term, trunc, info = envs[k].step(actions[row])
-            step = lengths[k]
-            actions_buf[k, step], rewards_buf[k, step] = actions[row], reward
-            lengths[k] = step = step + 1
-            obs_buf[k, step], state_buf[k, step] = obs["obs"], obs["state"]
-            avail_buf[k, step] = obs["avail_actions"]
-            if term or trunc or step >= limit:
-                terminated[k], infos[k] = bool(term), dict(info)
-            else:
-                still.append(k)
-        taken += len(playing)
-        playing = np.array(still, dtype=np.int64)
-    out_episodes = []
-    for k, env in enumerate(envs):
-        length = int(lengths[k])
-        mask = getattr(env, "agent_mask", None)
-        out_episodes.append(
-            Episode(
-                obs=obs_buf[k, : length + 1],
-                state=state_buf[k, : length + 1],
-                avail_actions=avail_buf[k, : length + 1],
-                actions=actions_buf[k, :length],
-                rewards=rewards_buf[k, :length],
-                terminated=bool(terminated[k]),
-                info=infos[k],
-                agent_mask=None if mask is None else np.asarray(mask, np.float32),
-            )
-        )
-    return out_episodes

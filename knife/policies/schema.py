@@ -125,7 +125,8 @@ class TrainingConfig:
         1,
         int,
         "training envs each EnvRunner steps in lockstep with one batched forward pass "
-        "(EPyMARL's batch_size_run); an iteration plays episodes_per_runner rounds of them",
+        "(EPyMARL's batch_size_run); an iteration collects N x episodes_per_runner whole "
+        "episodes, those still in flight carry over (docs/design.md 4)",
         check=ge1,
         allowed="an integer >= 1",
     )

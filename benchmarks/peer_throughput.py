@@ -12,7 +12,8 @@ steps, each as its own process, the two in turn, once per seed:
 
 Reported per run: train env steps/s over the whole job (wall clock of the process: start-up,
 tests and all), the greedy test return at the end, and peak memory (RSS summed over the
-process and all its descendants, Ray's processes included; sampled every 0.1 s). Then the
+process and all its descendants, Ray's processes included; sampled every 0.1 s), and the
+same for the trial's own processes only (driver with its Learner, and EnvRunner actors). Then the
 median ratio of steps/s over the pairs, and mean +- std of the test returns over seeds.
 
 EPyMARL is not a dependency: pass the path of a checkout (uoe-agents/epymarl) with its own
@@ -51,8 +52,11 @@ EPYMARL_ARGS = [
 _TEST_RETURN = re.compile(r"test_return_mean:\s+(-?[\d.]+)")
 
 
-def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, str]:
-    """Run `cmd`; return (wall seconds, peak RSS summed over its process tree, output)."""
+def run_measured(
+    cmd: list[str], cwd: Path, env: dict[str, str]
+) -> tuple[float, tuple[int, int], str]:
+    """Run `cmd`; return (wall seconds, (peak RSS summed over its process tree, the same
+    for the trial's own processes only: PeakMemory.peak_trial), output)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -61,7 +65,7 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float,
             wall = time.perf_counter() - start
         out.seek(0)
         text = out.read()
-    peak = mem.peak
+    peak = (mem.peak, mem.peak_trial)
     if code != 0:
         raise RuntimeError(f"{cmd[:3]} exited with {code}:\n{text[-3000:]}")
     return wall, peak, text
@@ -95,14 +99,18 @@ def run_epymarl(seed: int, steps: int, path: Path, python: str, workdir: Path) -
     return _row("epymarl", seed, env_steps, wall, peak, float(returns[-1]))
 
 
-def _row(side: str, seed: int, steps: int, wall: float, peak: int, ret: float) -> dict:
+def _row(
+    side: str, seed: int, steps: int, wall: float, peak: tuple[int, int], ret: float
+) -> dict:
     return {
         "side": side,
         "seed": seed,
         "env_steps": steps,
         "wall_s": wall,
         "env_steps_per_s": steps / wall,
-        "peak_mem_mb": peak / 2**20,
+        "peak_mem_mb": peak[0] / 2**20,
+        # The trial's own processes (driver/Learner and EnvRunner actors), without Ray's.
+        "peak_trial_mem_mb": peak[1] / 2**20,
         "test_return": ret,
     }
 
@@ -149,7 +157,8 @@ def main() -> None:
                 print(
                     f"{r['side']:8s} seed {seed}: {r['env_steps_per_s']:6.0f} env steps/s "
                     f"({r['wall_s']:.1f} s), test return {r['test_return']:.2f}, "
-                    f"peak {r['peak_mem_mb']:.0f} MB",
+                    f"peak {r['peak_mem_mb']:.0f} MB (trial's own processes "
+                    f"{r['peak_trial_mem_mb']:.0f} MB)",
                     flush=True,
                 )
 

@@ -48,37 +48,60 @@ TRAINING = dict(
 )
 
 
+# Ray's own worker processes (per machine, not per trial), by their process titles.
+RAY_OWN_WORKERS = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
 class PeakMemory:
     """Samples the RSS of a process (default: this one) plus all its descendants (the
     embedded Ray started there: raylet, GCS, workers); other Ray sessions on the machine are
-    not counted."""
+    not counted. `peak` is the whole tree's; `peak_trial` counts only the trial's own
+    processes, the root (driver, Learner) and its Ray actors (EnvRunners: a worker whose
+    title is `ray::<class>`), leaving out Ray's own processes (GCS, raylet, dashboard,
+    agents, idle workers), which a machine runs once whatever the number of trials."""
 
     def __init__(self, pid: int | None = None, interval: float = 0.2) -> None:
-        self.peak = 0
+        self.peak = self.peak_trial = 0
         self._pid, self._interval = pid, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _rss(self) -> int:
+    @staticmethod
+    def _is_trial(p: psutil.Process, root: psutil.Process) -> bool:
+        if p.pid == root.pid:
+            return True
+        try:
+            title = (p.cmdline() or [""])[0]
+        except psutil.Error:
+            return False
+        return title.startswith("ray::") and title.split(".")[0] not in RAY_OWN_WORKERS
+
+    def _rss(self) -> tuple[int, int]:
         try:
             me = psutil.Process(self._pid)
             procs = [me, *me.children(recursive=True)]
         except psutil.Error:  # the process has ended
-            return 0
-        seen, total = set(), 0
+            return 0, 0
+        seen, total, trial = set(), 0, 0
         for p in procs:
             if p.pid in seen:
                 continue
             seen.add(p.pid)
             try:
-                total += p.memory_info().rss
+                rss = p.memory_info().rss
             except psutil.Error:
-                pass
-        return total
+                continue
+            total += rss
+            trial += rss if self._is_trial(p, me) else 0
+        return total, trial
+
+    def _sample(self) -> None:
+        total, trial = self._rss()
+        self.peak, self.peak_trial = max(self.peak, total), max(self.peak_trial, trial)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
+            self._sample()
             time.sleep(self._interval)
 
     def __enter__(self) -> PeakMemory:
@@ -88,7 +111,7 @@ class PeakMemory:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._rss())
+        self._sample()
 
 
 def run_rllib(episodes: int, runners: int) -> dict:

@@ -41,6 +41,8 @@ def test_peer_benchmark_runs_our_side_without_epymarl(tmp_path):
     [row] = json.loads(out.read_text())
     assert row["side"] == "ours" and row["env_steps"] >= 1000
     assert row["env_steps_per_s"] > 0 and row["peak_mem_mb"] > 100
+    # The trial's own processes (driver, EnvRunner actor) are part of the whole tree.
+    assert 100 < row["peak_trial_mem_mb"] < row["peak_mem_mb"]
     assert -1000 < row["test_return"] < 0  # simple_spread returns are negative distances
 
 

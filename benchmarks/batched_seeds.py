@@ -79,9 +79,9 @@ def main() -> None:
         for algo in algos.values():
             algo.stop()
         med = {b: float(np.median(v)) for b, v in times.items()}
-        out[name] = {
-            f"ms_per_update_batch_{b}": 1e3 * t for b, t in med.items()
-        } | {f"bound_K{k}": k * med[BATCH] / med[k * BATCH] for k in args.ks}
+        out[name] = {f"ms_per_update_batch_{b}": 1e3 * t for b, t in med.items()} | {
+            f"bound_K{k}": k * med[BATCH] / med[k * BATCH] for k in args.ks
+        }
         out[name]["runs_ms"] = {b: [1e3 * t for t in v] for b, v in times.items()}
     print(json.dumps(out, indent=2))
 

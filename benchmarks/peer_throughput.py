@@ -99,9 +99,7 @@ def run_epymarl(seed: int, steps: int, path: Path, python: str, workdir: Path) -
     return _row("epymarl", seed, env_steps, wall, peak, float(returns[-1]))
 
 
-def _row(
-    side: str, seed: int, steps: int, wall: float, peak: tuple[int, int], ret: float
-) -> dict:
+def _row(side: str, seed: int, steps: int, wall: float, peak: tuple[int, int], ret: float) -> dict:
     return {
         "side": side,
         "seed": seed,

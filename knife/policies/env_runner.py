@@ -19,7 +19,10 @@ Seeding: the training env is seeded once, at its first reset, with seed + 1000 x
 index (+ 100000 x task index, + ENV_SEED_STRIDE x k for the k-th of N envs); later resets
 continue that env's random stream, so consecutive episodes start differently. The greedy
 test env of each task is a separate instance with its own seed, so testing never perturbs
-the training stream or the step counters that drive epsilon.
+the training stream or the step counters that drive epsilon. With N > 1 the greedy tests and
+the random-policy baseline play N envs in lockstep as well (their own seeds, k-th env at
++ ENV_SEED_STRIDE x k), in rounds of one episode per env from fresh resets, so a test never
+continues an episode begun with earlier weights.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from knife import envs
 from knife.envs.tasks import TaskSequence
 from knife.envs.vector import VectorTeamEnv
 from knife.policies.episode import Episode
-from knife.policies.lockstep import LockstepSampler
+from knife.policies.lockstep import LockstepSampler, lockstep_rounds
 from knife.policies.torch_threads import set_torch_threads
 
 TEST_SEED_OFFSET = 1_000_000
@@ -91,10 +94,25 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         self._seed_base = base + 1000 * (self.worker_index or 0)
         first = self._seed_base + 100_000 * task_index
         # Each env is seeded once, at its first reset (None afterwards: its stream goes on).
-        self._train_seeds: list[int | None] = [first + ENV_SEED_STRIDE * k for k in range(n)]
+        self._train_seeds: list[int | None] = self._env_seeds(first, n)
         self.sampler = None
+        self._test_samplers: dict[int, LockstepSampler] = {}
         if self.vector_env is not None:  # episodes in flight carry across sample() calls
             self.sampler = LockstepSampler(self.vector_env, self._train_seeds)
+
+    @staticmethod
+    def _env_seeds(first: int, n: int) -> list[int | None]:
+        return [first + ENV_SEED_STRIDE * k for k in range(n)]
+
+    def _test_sampler(self, task_index: int) -> LockstepSampler:
+        """With N > 1 the greedy tests of a task play N test envs in lockstep too, on their
+        own seeds, each env's stream going on from one test to the next."""
+        if task_index not in self._test_samplers:
+            n = self.vector_env.num_envs
+            first = self._seed_base + TEST_SEED_OFFSET + 100_000 * task_index
+            venv = self._build_vector_env(task_index, n)
+            self._test_samplers[task_index] = LockstepSampler(venv, self._env_seeds(first, n))
+        return self._test_samplers[task_index]
 
     def _build_vector_env(self, task_index: int, n: int) -> VectorTeamEnv:
         if self.sequence is None:
@@ -102,7 +120,8 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         return self.sequence.make_task_vector_env(task_index, n)
 
     def _close_envs(self) -> None:
-        for env in (getattr(self, "env", None), *getattr(self, "_test_envs", {}).values()):
+        tests = [s.venv for s in getattr(self, "_test_samplers", {}).values()]
+        for env in (getattr(self, "env", None), *getattr(self, "_test_envs", {}).values(), *tests):
             if env is not None:
                 env.close()
 
@@ -149,6 +168,16 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         test_task = self.task_index if task_index is None else task_index
         if random_policy:
             return self._sample_random(num_episodes, test_task, start)
+        if not explore and self.sampler is not None:
+            episodes = lockstep_rounds(self._test_sampler(test_task), self.module, num_episodes)
+            for ep in episodes:
+                ep.task_index = test_task
+            steps = sum(ep.length for ep in episodes)
+            return {
+                "episodes": episodes,
+                "env_steps": steps,
+                "seconds": time.perf_counter() - start,
+            }
         if explore and self.sampler is not None:
             # num_episodes per env: N x num_episodes episodes, the N envs in lockstep.
             played = self.sampler.sample(
@@ -174,8 +203,21 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         """Episodes of a uniformly random policy (over the available actions) on a fresh,
         separately seeded instance of the task: the training and test streams go on as if
         they had not been played."""
-        env = self._build_env(task)
         seed = self._seed_base + RANDOM_SEED_OFFSET + 100_000 * task
+        if self.sampler is not None:  # N envs in lockstep, as the test episodes
+            venv = self._build_vector_env(task, self.vector_env.num_envs)
+            sampler = LockstepSampler(venv, self._env_seeds(seed, venv.num_envs))
+            try:
+                episodes = lockstep_rounds(sampler, RandomPolicy(venv.team, seed), num_episodes)
+            finally:
+                venv.close()
+            steps = sum(ep.length for ep in episodes)
+            return {
+                "episodes": episodes,
+                "env_steps": steps,
+                "seconds": time.perf_counter() - start,
+            }
+        env = self._build_env(task)
         policy = RandomPolicy(env.team, seed)
         try:
             episodes = [
@@ -184,8 +226,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
             ]
         finally:
             env.close()
-        steps = sum(ep.length for ep in episodes)
-        return {"episodes": episodes, "env_steps": steps, "seconds": time.perf_counter() - start}
+        return _result(episodes, start)
 
     def _play_episode(self, explore: bool, t0: int, test_task: int = 0) -> Episode:
         if explore:
@@ -241,6 +282,11 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
 
     def stop(self) -> None:
         self._close_envs()
+
+
+def _result(episodes: list[Episode], start: float) -> dict[str, Any]:
+    steps = sum(ep.length for ep in episodes)
+    return {"episodes": episodes, "env_steps": steps, "seconds": time.perf_counter() - start}
 
 
 class RandomPolicy:

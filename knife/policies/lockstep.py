@@ -155,3 +155,15 @@ def play_episodes(
     sampler = LockstepSampler(venv, seeds)
     played = sampler.sample(module, num_episodes=venv.num_envs, explore=explore, t0=t0, carry=False)
     return [ep for _, ep in sorted(played, key=lambda pair: pair[0])]
+
+
+def lockstep_rounds(sampler: LockstepSampler, module: Any, num_episodes: int) -> list[Episode]:
+    """`num_episodes` greedy episodes (tests, random-policy baselines) in rounds of one
+    episode per env, each round from fresh resets with the module as it is now (no episode
+    carries over into a later test with other weights); the first `num_episodes`, in env
+    order round by round."""
+    episodes: list[Episode] = []
+    while len(episodes) < num_episodes:
+        played = sampler.sample(module, num_episodes=0, explore=False, carry=False)
+        episodes += [ep for _, ep in sorted(played, key=lambda pair: pair[0])]
+    return episodes[:num_episodes]

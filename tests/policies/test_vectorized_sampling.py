@@ -8,7 +8,7 @@ import pytest
 from qmix_helpers import SMALL_STAG_HUNT, _config, _train
 
 from knife import envs
-from knife.policies.env_runner import play_episode
+from knife.policies.env_runner import ENV_SEED_STRIDE, TEST_SEED_OFFSET, play_episode
 from knife.policies.lockstep import LockstepSampler, play_episodes
 
 FIELDS = ("obs", "state", "avail_actions", "actions", "rewards")
@@ -130,5 +130,31 @@ def test_two_step_game_reaches_8_with_n_envs(ray_local, n):
         metrics = _train(algo, 1500)
         assert metrics["test/return"] == pytest.approx(8.0)
         assert metrics["episodes"] >= 1500 / 2  # two-step episodes are 2 steps long
+    finally:
+        algo.stop()
+
+
+def test_with_n_envs_tests_and_random_baselines_play_in_lockstep_rounds(ray_local):
+    """N > 1: the greedy tests and the random-policy baseline use N envs of their own in
+    rounds of one episode per env; each test env's episodes are a single test env's, seeded
+    like it, and the count asked for is returned."""
+    algo = _config("stag_hunt", SMALL_STAG_HUNT, num_envs_per_env_runner=4).build_algo()
+    try:
+        runner = algo.env_runner_group.local_env_runner
+        tests = runner.sample(num_episodes=6, explore=False)["episodes"]
+        assert len(tests) == 6  # two rounds of 4, the first 6 kept
+        sampler = runner._test_samplers[0]
+        assert sampler.venv is not runner.vector_env  # never the training envs
+        first = runner._seed_base + TEST_SEED_OFFSET
+        for k in range(4):  # round 1 is env 0..3's first episode, round 2 env 0, 1's second
+            env = envs.make("stag_hunt", **SMALL_STAG_HUNT)
+            mine = [tests[k]] + ([tests[4 + k]] if k < 2 else [])
+            for i, ep in enumerate(mine):
+                seed = first + ENV_SEED_STRIDE * k if i == 0 else None
+                alone = play_episode(env, _module(algo), explore=False, seed=seed)
+                np.testing.assert_array_equal(ep.obs, alone.obs, err_msg=f"env {k} ep {i}")
+                np.testing.assert_array_equal(ep.actions, alone.actions)
+        randoms = runner.sample(num_episodes=5, random_policy=True)["episodes"]
+        assert len(randoms) == 5 and all(ep.length >= 1 for ep in randoms)
     finally:
         algo.stop()

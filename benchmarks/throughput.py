@@ -56,9 +56,10 @@ class PeakMemory:
     """Samples the RSS of a process (default: this one) plus all its descendants (the
     embedded Ray started there: raylet, GCS, workers); other Ray sessions on the machine are
     not counted. `peak` is the whole tree's; `peak_trial` counts only the trial's own
-    processes, the root (driver, Learner) and its Ray actors (EnvRunners: a worker whose
-    title is `ray::<class>`), leaving out Ray's own processes (GCS, raylet, dashboard,
-    agents, idle workers), which a machine runs once whatever the number of trials."""
+    processes, the root (driver, Learner), its Ray actors (EnvRunners: a worker whose
+    title is `ray::<class>`) and any other child (a peer's env processes), leaving out
+    Ray's own processes (GCS, raylet, dashboard, agents, idle workers), which a machine runs
+    once whatever the number of trials."""
 
     def __init__(self, pid: int | None = None, interval: float = 0.2) -> None:
         self.peak = self.peak_trial = 0
@@ -71,10 +72,14 @@ class PeakMemory:
         if p.pid == root.pid:
             return True
         try:
-            title = (p.cmdline() or [""])[0]
+            cmdline = p.cmdline() or [""]
         except psutil.Error:
             return False
-        return title.startswith("ray::") and title.split(".")[0] not in RAY_OWN_WORKERS
+        if cmdline[0].startswith("ray::"):  # a Ray worker: an actor of the trial or Ray's own
+            return cmdline[0].split(".")[0] not in RAY_OWN_WORKERS
+        # Ray's daemons (GCS, raylet, dashboard, monitors) run binaries and scripts from the
+        # ray package; any other child (a peer's env worker processes) belongs to the trial.
+        return not any("/ray/" in part for part in cmdline)
 
     def _rss(self) -> tuple[int, int]:
         try:

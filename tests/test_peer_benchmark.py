@@ -1,5 +1,6 @@
 """benchmarks/peer_throughput.py: its config matches EPyMARL's QMIX settings and our side runs
-end to end (EPyMARL itself is not installed here: the script skips the peer side)."""
+end to end at both cadences (EPyMARL and JaxMARL are not installed here: their sides are
+skipped)."""
 
 import json
 import subprocess
@@ -29,7 +30,7 @@ def test_peer_config_has_epymarl_qmix_settings():
 
 
 @pytest.mark.e2e
-def test_peer_benchmark_runs_our_side_without_epymarl(tmp_path):
+def test_peer_benchmark_runs_our_sides_without_the_peers(tmp_path):
     out = tmp_path / "rows.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/peer_throughput.py", "--steps", "1000", "--seeds", "0",
@@ -37,13 +38,15 @@ def test_peer_benchmark_runs_our_side_without_epymarl(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "No --epymarl checkout given" in proc.stdout
-    [row] = json.loads(out.read_text())
-    assert row["side"] == "ours" and row["env_steps"] >= 1000
-    assert row["env_steps_per_s"] > 0 and row["peak_mem_mb"] > 100
-    # The trial's own processes (driver, EnvRunner actor) are part of the whole tree.
-    assert 100 < row["peak_trial_mem_mb"] < row["peak_mem_mb"]
-    assert -1000 < row["test_return"] < 0  # simple_spread returns are negative distances
+    assert "No checkout given for epymarl, epymarl-parallel, jaxmarl" in proc.stdout
+    rows = json.loads(out.read_text())
+    assert [r["side"] for r in rows] == ["ours", "ours-parallel"]
+    for row in rows:
+        assert row["env_steps"] >= 1000
+        assert row["env_steps_per_s"] > 0 and row["peak_mem_mb"] > 100
+        # The trial's own processes (driver, EnvRunner actor) are part of the whole tree.
+        assert 100 < row["peak_trial_mem_mb"] < row["peak_mem_mb"]
+        assert -1000 < row["test_return"] < 0  # simple_spread returns are negative distances
 
 
 def test_peer_benchmark_refuses_a_path_that_is_not_epymarl(tmp_path):
@@ -51,4 +54,4 @@ def test_peer_benchmark_refuses_a_path_that_is_not_epymarl(tmp_path):
         [sys.executable, "benchmarks/peer_throughput.py", "--epymarl", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert proc.returncode == 2 and "not an EPyMARL checkout" in proc.stderr
+    assert proc.returncode == 2 and "not a checkout of EPyMARL" in proc.stderr

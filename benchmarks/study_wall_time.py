@@ -4,10 +4,12 @@ Takes one trial of a study sweep (default: tune_configs/study_stag_hunt.yaml, it
 grid point: QMIX, method none, seed 0, the four-task punishment sequence), scales each task to
 `--steps-per-task` env steps, and trains it to the end as the sweep would (the Algorithm,
 no Tune or MLflow: the platform's share is measured by benchmarks/sweep_scaling.py), once
-with `num_envs_per_env_runner: 1` and once with N, alternating, `--repeats` times. The
-number of learner updates is the same on both sides (one per collected episode, as the
-study's config says), which the output shows. Prints wall seconds, learner updates, env
-steps and the ratio of medians.
+with `num_envs_per_env_runner: 1` and once with N, alternating, `--repeats` times. Both
+sides keep the study's one update per collected episode, but their counts differ a little:
+with N envs a task ends on a whole collection, so each task overshoots its budget by up to
+N episodes, and episodes still in flight at a switch are dropped. So the output gives the
+learner updates and env steps of every run, and two ratios of medians: wall time per trial
+and wall time per learner update.
 
     python benchmarks/study_wall_time.py [--sweep FILE] [--steps-per-task 2500] [--envs 8]
         [--repeats 2]
@@ -73,9 +75,14 @@ def main() -> None:
     for n, rows in sides.items():
         out[f"n{n}"] = {
             "median_wall_s": statistics.median(r["wall_s"] for r in rows),
+            "median_s_per_update": statistics.median(
+                r["wall_s"] / r["learner_updates"] for r in rows
+            ),
             "runs": rows,
         }
-    out["ratio_n1_over_n"] = out["n1"]["median_wall_s"] / out[f"n{args.envs}"]["median_wall_s"]
+    n1, nn = out["n1"], out[f"n{args.envs}"]
+    out["ratio_n1_over_n"] = n1["median_wall_s"] / nn["median_wall_s"]
+    out["ratio_per_update_n1_over_n"] = n1["median_s_per_update"] / nn["median_s_per_update"]
     print(json.dumps(out, indent=2))
 
 

@@ -94,6 +94,7 @@ CSV_COLUMNS = (
     "seeds",
     *(f"{s}_{part}" for s in SCORES for part in ("iqm", "ci_low", "ci_high")),
     *(f"stagnant_{network}_end_iqm" for network in NETWORKS),
+    *(f"probe_{network}_ratio_end_iqm" for network in NETWORKS),
 )
 RUN_COLUMNS = (
     "run_id",
@@ -238,14 +239,17 @@ def _probe_at_switches(
     store: MlflowStore, run_id: str, metrics: Mapping[str, float], data: RunData
 ) -> None:
     """The probe's loss ratio logged at each switch (plasticity.probe), filed under the task
-    the switch ended (the one before the task starting at that step)."""
-    ended = {start: i - 1 for i, start in data.boundaries if i > 0}
+    the switch ended: the one before the latest task that started at or before the logged
+    step. The step is the end of the iteration that switched, which is past the next task's
+    start whenever the iteration went on after the switch (N envs, several training steps)."""
+    starts = sorted((start, i) for i, start in data.boundaries if i > 0)
     for network in NETWORKS:
         key = f"{mk.AT_SWITCH}{network}/{PROBE_RATIO}"
         if key not in metrics:
             continue
         for step, value in zip(*store.history(run_id, key), strict=True):
-            task = data.tasks.get(ended.get(float(step), -1))
+            before = [i for start, i in starts if start <= float(step)]
+            task = data.tasks.get(before[-1] - 1) if before else None
             if task is not None:
                 task.probe_ratio_end[network] = float(value)
 
@@ -343,6 +347,8 @@ def aggregate(runs: list[RunData], reps: int = REPS, seed: int = 0) -> list[dict
             for network in NETWORKS:
                 est = _estimate((t.stagnant_end.get(network) for t in cell), reps, seed)
                 row[f"stagnant_{network}_end_iqm"] = None if est is None else est.value
+                est = _estimate((t.probe_ratio_end.get(network) for t in cell), reps, seed)
+                row[f"probe_{network}_ratio_end_iqm"] = None if est is None else est.value
         if len(indices) > 1:
             row = _all_tasks_row(sequence, method, members, indices, reps, seed)
             rows.append({**row, "algorithm": algorithm})
@@ -534,17 +540,28 @@ def write_markdown(
             cells = [task, r["method"], str(r["seeds"]), *(format_interval(r, s) for s in scores)]
             lines.append("| " + " | ".join(cells) + " |")
         stagnant = [r for r in group if r["task"] != "all"]
-        if any(r.get(f"stagnant_{n}_end_iqm") is not None for r in stagnant for n in NETWORKS):
+        columns = [f"stagnant_{n}_end_iqm" for n in NETWORKS]
+        headers = list(NETWORKS)
+        if any(r.get(f"probe_{n}_ratio_end_iqm") is not None for r in stagnant for n in NETWORKS):
+            columns += [f"probe_{n}_ratio_end_iqm" for n in NETWORKS]
+            headers = [f"stagnant {n}" for n in NETWORKS] + [f"probe {n}" for n in NETWORKS]
+        if any(r.get(c) is not None for r in stagnant for c in columns):
+            probe_note = (
+                "; the trainability probe's loss ratio at the switch that ends the task, 1 = "
+                "as trainable as a fresh network, higher = less (knife.plasticity.probe)"
+                if len(columns) > len(NETWORKS)
+                else ""
+            )
             lines += [
                 "",
                 "Stagnant fraction at the end of each task (IQM across seeds; measured before "
-                "any intervention at the switch):",
+                f"any intervention at the switch){probe_note}:",
                 "",
-                "| task | method | " + " | ".join(NETWORKS) + " |",
-                "|---|---|" + "---|" * len(NETWORKS),
+                "| task | method | " + " | ".join(headers) + " |",
+                "|---|---|" + "---|" * len(headers),
             ]
             for r in stagnant:
-                values = [r.get(f"stagnant_{n}_end_iqm") for n in NETWORKS]
+                values = [r.get(c) for c in columns]
                 shown = ["-" if v is None else f"{v:.3f}" for v in values]
                 task = f"{r['task']}: {r['task_name']}"
                 lines.append(f"| {task} | {r['method']} | " + " | ".join(shown) + " |")

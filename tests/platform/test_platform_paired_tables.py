@@ -68,8 +68,10 @@ def report(tmp_path_factory):
             with TrialLogger(uri, "paired", run_name=f"{method}-{s}", tags=tags) as log:
                 _log_task(log, 0, [0.0, 5.0, 4.0, 4.0], 0)  # task 0: the shared prefix
                 _log_task(log, 1, tests(s), 400)
-                # The trainability probe at the switch into task 1 (env step 400).
-                log.log_metrics({"plasticity/at_switch/agent/probe_loss_ratio": 7.0 + s}, step=400)
+                # The trainability probe at the switch into task 1 (env step 400), logged at
+                # the end of the iteration that switched: past 400 when it went on after it.
+                ratio = {"plasticity/at_switch/agent/probe_loss_ratio": 7.0 + s}
+                log.log_metrics(ratio, step=400 + 25 * s)
                 if method == "none":  # re-tests of task 0 after it ended: forgetting 5 - 3
                     for step in (500, 700):
                         log.log_metrics({"task/0/retest_return": 3.0}, step=step)
@@ -181,6 +183,14 @@ def test_forgetting_and_raw_rows(report):
     # The probe's ratio at the switch is filed under the task that switch ended.
     none_s2 = [r for r in raw if (r["role"], r["method"], r["seed"]) == ("trial", "none", "2")]
     assert [r["probe_agent_ratio_end"] for r in none_s2] == ["9.0", ""]
+    # ... and in the summary, per method and task: the IQM of 7, 8, 9, 10 is mean(8, 9).
+    summary = _rows(out, "summary.csv")
+    none_0 = next(r for r in summary if (r["method"], r["task"]) == ("none", "0"))
+    assert float(none_0["probe_agent_ratio_end_iqm"]) == pytest.approx(8.5)
+    assert none_0["probe_mixer_ratio_end_iqm"] == ""  # never logged
+    md = (out / "report.md").read_text()
+    assert "| task | method | stagnant agent | stagnant mixer | probe agent | probe mixer |" in md
+    assert "| 0: a | none | - | - | 8.500 | - |" in md
     s1 = next(r for r in scratch if r["seed"] == "1")
     assert float(s1["final_mean"]) == pytest.approx(_final(scratch_tests(1)))
 

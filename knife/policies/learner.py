@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.policy.sample_batch import MultiAgentBatch
 
 from knife.plasticity.optim_state import enable_fresh_rows, reset_optimizer_params
 from knife.policies.plasticity_hook import PlasticityHook
@@ -211,7 +212,9 @@ class QMixTorchLearner(TorchLearner):
             if metrics:
                 self.metrics.log_dict(metrics, key=module_id, window=1)
 
-    def on_task_switch(self, *, target: str, optimizer: str) -> dict[str, dict[str, float]]:
+    def on_task_switch(
+        self, *, target: str, optimizer: str, replay_batch: MultiAgentBatch | None = None
+    ) -> dict[str, dict[str, float]]:
         """The Algorithm moved to the next task: the switch protocol, identical for every
         plasticity method (`none` included; docs/design.md section 9).
 
@@ -222,6 +225,10 @@ class QMixTorchLearner(TorchLearner):
         3. target="sync": every target network becomes a copy of its online network
            ("keep": targets wait for the next regular target update).
         """
+        if replay_batch is not None:  # no update since a restore: recent episodes instead
+            converted = self._convert_batch_type(replay_batch)
+            for module_id in self.plasticity:
+                self._last_batch.setdefault(module_id, converted.policy_batches[module_id])
         out = {}
         for module_id, hook in self.plasticity.items():
             out[module_id] = hook.on_task_switch(

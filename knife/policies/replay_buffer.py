@@ -85,7 +85,15 @@ class EpisodeReplayBuffer:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """B episodes uniformly, trimmed to the longest one in the batch (less padding)."""
-        idx = rng.choice(self._size, size=batch_size, replace=False)
+        return self._gather(rng.choice(self._size, size=batch_size, replace=False))
+
+    def latest(self, n: int) -> dict[str, np.ndarray]:
+        """The n episodes added last (fewer if it holds fewer), oldest first; no randomness,
+        so reading them leaves every random stream where it was."""
+        n = min(n, self._size)
+        return self._gather((self._next - n + np.arange(n)) % self.capacity)
+
+    def _gather(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         t = int(self._lengths[idx].max())
         out = {}
         for k, arr in self._data.items():

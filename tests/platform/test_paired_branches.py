@@ -70,6 +70,12 @@ def test_a_branch_starts_byte_identical_to_the_prefix_end_and_switches(prefix, m
         assert algo.progress.index == 0 and algo.counters["env_steps"] == end
         algo.train()  # the first step switches (the method acts), then trains on task 1
         assert algo.progress.index == 1
+        # No update since the restore, so the measurements at the switch ran on the buffer's
+        # latest episodes: the probe and the stagnant fraction are there, as in a straight run.
+        at_switch = algo._plasticity_latest
+        for network in ("agent", "mixer"):
+            assert at_switch[f"plasticity/at_switch/{network}/probe_loss_ratio"] > 0
+            assert 0 <= at_switch[f"plasticity/at_switch/{network}/stagnant_fraction"] <= 1
         assert algo.progress.records[1].start_env_steps == end
         assert algo.progress.records[1].tests[0][0] == end  # the new task's starting point
         _train(algo, end + TASKS[1]["steps"])

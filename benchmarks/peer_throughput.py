@@ -16,6 +16,8 @@ turn, once per seed. Two data cadences (docs/performance.md, "Data cadence"):
     ours-parallel     the same config --set training.num_envs_per_env_runner=8
                       --set training.updates_per_episode=0.125
     epymarl-parallel  the same EPyMARL command with runner=parallel batch_size_run=8
+  on request (--sides), sampling in the driver instead of an EnvRunner actor:
+    ours-local, ours-parallel-local   the same --set training.num_env_runners=0
 
 Reported per run: train env steps/s over the whole job (wall clock of the process: start-up,
 compilation, tests and all), the greedy test return at the end (summed over agents), and peak
@@ -61,9 +63,16 @@ EPYMARL_ARGS = [
 ]
 OURS_OVERRIDES = {
     "ours": [],
+    # Sampling in the driver: no EnvRunner actor, no overlap. Not in the default sides.
+    "ours-local": ["training.num_env_runners=0"],
     "ours-parallel": [
         f"training.num_envs_per_env_runner={PARALLEL_ENVS}",
         f"training.updates_per_episode={1 / PARALLEL_ENVS}",
+    ],
+    "ours-parallel-local": [
+        f"training.num_envs_per_env_runner={PARALLEL_ENVS}",
+        f"training.updates_per_episode={1 / PARALLEL_ENVS}",
+        "training.num_env_runners=0",
     ],
 }
 EPYMARL_OVERRIDES = {
@@ -71,7 +80,15 @@ EPYMARL_OVERRIDES = {
     "epymarl-parallel": ["runner=parallel", f"batch_size_run={PARALLEL_ENVS}"],
 }
 SIDES = ["ours", "epymarl", "jaxmarl", "ours-parallel", "epymarl-parallel"]
-PAIRS = [("ours", "epymarl"), ("ours-parallel", "epymarl-parallel"), ("ours", "jaxmarl")]
+PAIRS = [
+    ("ours", "epymarl"),
+    ("ours-parallel", "epymarl-parallel"),
+    ("ours", "jaxmarl"),
+    ("ours-parallel-local", "epymarl-parallel"),
+    ("ours-local", "ours"),
+    ("ours-parallel-local", "ours-parallel"),
+]
+LOCAL_SIDES = ["ours-local", "ours-parallel-local"]
 
 
 def run_measured(
@@ -191,7 +208,7 @@ def main() -> None:
         help="the Python of an environment with jaxmarl[algs]==0.2.0 and CPU jax "
         "(default: <checkout>/.venv/bin/python)",
     )
-    parser.add_argument("--sides", nargs="+", choices=SIDES, default=SIDES)
+    parser.add_argument("--sides", nargs="+", choices=SIDES + LOCAL_SIDES, default=SIDES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--json", help="also write the rows to this file (rewritten per run)")

@@ -61,19 +61,16 @@ EPYMARL_ARGS = [
     "env_args.key=pz-mpe-simple-spread-v3",
     "env_args.time_limit=25",
 ]
+PARALLEL = [
+    f"training.num_envs_per_env_runner={PARALLEL_ENVS}",
+    f"training.updates_per_episode={1 / PARALLEL_ENVS}",
+]
+LOCAL = ["training.num_env_runners=0"]  # sampling in the driver: no EnvRunner actor, no overlap
 OURS_OVERRIDES = {
     "ours": [],
-    # Sampling in the driver: no EnvRunner actor, no overlap. Not in the default sides.
-    "ours-local": ["training.num_env_runners=0"],
-    "ours-parallel": [
-        f"training.num_envs_per_env_runner={PARALLEL_ENVS}",
-        f"training.updates_per_episode={1 / PARALLEL_ENVS}",
-    ],
-    "ours-parallel-local": [
-        f"training.num_envs_per_env_runner={PARALLEL_ENVS}",
-        f"training.updates_per_episode={1 / PARALLEL_ENVS}",
-        "training.num_env_runners=0",
-    ],
+    "ours-parallel": PARALLEL,
+    "ours-local": LOCAL,  # the local sides are not in the default --sides
+    "ours-parallel-local": PARALLEL + LOCAL,
 }
 EPYMARL_OVERRIDES = {
     "epymarl": [],

@@ -29,6 +29,7 @@ the `seeds` column says how many runs each number rests on.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import math
 import re
@@ -242,14 +243,15 @@ def _probe_at_switches(
     the switch ended: the one before the latest task that started at or before the logged
     step. The step is the end of the iteration that switched, which is past the next task's
     start whenever the iteration went on after the switch (N envs, several training steps)."""
-    starts = sorted((start, i) for i, start in data.boundaries if i > 0)
+    switches = sorted((start, i) for i, start in data.boundaries if i > 0)
+    starts = [start for start, _ in switches]
     for network in NETWORKS:
         key = f"{mk.AT_SWITCH}{network}/{PROBE_RATIO}"
         if key not in metrics:
             continue
         for step, value in zip(*store.history(run_id, key), strict=True):
-            before = [i for start, i in starts if start <= float(step)]
-            task = data.tasks.get(before[-1] - 1) if before else None
+            k = bisect.bisect_right(starts, float(step))  # switches at or before the step
+            task = data.tasks.get(switches[k - 1][1] - 1) if k else None
             if task is not None:
                 task.probe_ratio_end[network] = float(value)
 
@@ -541,17 +543,16 @@ def write_markdown(
             lines.append("| " + " | ".join(cells) + " |")
         stagnant = [r for r in group if r["task"] != "all"]
         columns = [f"stagnant_{n}_end_iqm" for n in NETWORKS]
-        headers = list(NETWORKS)
-        if any(r.get(f"probe_{n}_ratio_end_iqm") is not None for r in stagnant for n in NETWORKS):
-            columns += [f"probe_{n}_ratio_end_iqm" for n in NETWORKS]
+        headers, probe_note = list(NETWORKS), ""
+        probes = [f"probe_{n}_ratio_end_iqm" for n in NETWORKS]
+        if any(r.get(c) is not None for r in stagnant for c in probes):
+            columns += probes
             headers = [f"stagnant {n}" for n in NETWORKS] + [f"probe {n}" for n in NETWORKS]
-        if any(r.get(c) is not None for r in stagnant for c in columns):
             probe_note = (
                 "; the trainability probe's loss ratio at the switch that ends the task, 1 = "
                 "as trainable as a fresh network, higher = less (knife.plasticity.probe)"
-                if len(columns) > len(NETWORKS)
-                else ""
             )
+        if any(r.get(c) is not None for r in stagnant for c in columns):
             lines += [
                 "",
                 "Stagnant fraction at the end of each task (IQM across seeds; measured before "

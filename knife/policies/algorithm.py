@@ -177,7 +177,6 @@ class QMix(Algorithm):
         self._plasticity_latest: dict[str, float] = {}
         self._weights_synced = False
         self._samples_in_flight = 0
-        self._restored_without_update = False  # set_state: True until the next update
 
     # --- one iteration ---------------------------------------------------------------
 
@@ -324,7 +323,6 @@ class QMix(Algorithm):
         ma_batch = MultiAgentBatch(
             {DEFAULT_MODULE_ID: SampleBatch(batch)}, env_steps=self.config.batch_size
         )
-        self._restored_without_update = False
         results = self.learner_group.update(
             batch=ma_batch,
             timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.counters["env_steps"]},
@@ -341,10 +339,9 @@ class QMix(Algorithm):
             "target": options["target_on_switch"],
             "optimizer": options["optimizer_on_switch"],
         }
-        # Right after a restore (a paired branch's first switch) the Learner has no batch of
-        # its own yet: the measurements at the switch (stagnation, the probe) and the
-        # activation-based methods use the buffer's latest episodes instead.
-        if len(self.replay_buffer) and self._restored_without_update:
+        # The buffer's latest episodes, for a Learner with no batch of its own yet (right after
+        # a restore: a paired branch's first switch); one that has updated ignores them.
+        if len(self.replay_buffer):
             recent = self.replay_buffer.latest(self.config.batch_size)
             protocol["replay_batch"] = MultiAgentBatch(
                 {DEFAULT_MODULE_ID: SampleBatch(recent)}, env_steps=self.config.batch_size
@@ -477,7 +474,6 @@ class QMix(Algorithm):
                     lambda runner: runner.set_task(task), local_env_runner=True
                 )
             self._weights_synced = False
-            self._restored_without_update = True
 
 
 def test_records(result: dict[str, Any]) -> list[tuple[int, dict[str, float]]]:

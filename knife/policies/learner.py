@@ -225,10 +225,11 @@ class QMixTorchLearner(TorchLearner):
         3. target="sync": every target network becomes a copy of its online network
            ("keep": targets wait for the next regular target update).
         """
-        if replay_batch is not None:  # no update since a restore: recent episodes instead
+        missing = [mid for mid in self.plasticity if mid not in self._last_batch]
+        if replay_batch is not None and missing:  # no update since a restore
             converted = self._convert_batch_type(replay_batch)
-            for module_id in self.plasticity:
-                self._last_batch.setdefault(module_id, converted.policy_batches[module_id])
+            for module_id in missing:
+                self._last_batch[module_id] = converted.policy_batches[module_id]
         out = {}
         for module_id, hook in self.plasticity.items():
             out[module_id] = hook.on_task_switch(

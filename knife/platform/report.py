@@ -73,12 +73,14 @@ from knife.platform.stats import (
     stratified_bootstrap,
 )
 from knife.platform.sweep_config import (
+    BRANCH_TASK_TAG,
     POINT_TAG,
     PREFIX,
     ROLE_TAG,
     SCRATCH_TASK_TAG,
     SCRATCH_TASKS_TAG,
 )
+from knife.platform.switch_branches import merge_switch_branches
 from knife.platform.tracking import MlflowStore, redact_uri
 from knife.platform.trial_runner import KIND_TAG
 from knife.policies import metric_keys as mk
@@ -140,6 +142,7 @@ class RunData:
     sequence: str
     algorithm: str = "qmix"
     role: str = "trial"  # or "scratch": a scratch reference (grid.scratch)
+    branch_task: int | None = None  # grid.branch every_switch: the task this branch trains
     learner_updates: float | None = None
     tasks: dict[int, TaskScores] = field(default_factory=dict)
     boundaries: list[tuple[int, float]] = field(default_factory=list)
@@ -184,6 +187,7 @@ def load_run(store: MlflowStore, run: Any) -> RunData:
         algorithm=tags.get("algorithm", "qmix"),
         role=tags.get(ROLE_TAG, "trial"),
         learner_updates=_value(metrics, mk.LEARNER_UPDATES),
+        branch_task=int(tags[BRANCH_TASK_TAG]) if BRANCH_TASK_TAG in tags else None,
     )
     indices = _task_indices(metrics, tags)
     if not indices:  # one env, no task sequence
@@ -783,7 +787,7 @@ def build_report(
         from tqdm.auto import tqdm
 
         iterator = tqdm(raw_runs, desc=f"reading {experiment}", unit="run")
-    loaded = [load_run(store, r) for r in iterator]
+    loaded = merge_switch_branches([load_run(store, r) for r in iterator])
     # Scratch references are read by the paired tables only, never pooled with a method.
     runs = [r for r in loaded if r.role != SCRATCH]
     if not runs:

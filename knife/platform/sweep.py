@@ -304,9 +304,12 @@ def _scheduler(sweep: SweepConfig) -> Any:
 
 
 def stage_name(sweep: SweepConfig, stage: str) -> str:
-    """Tune's experiment name of one stage: the sweep's name, and `<name>-branches` for the
-    branches of a branched sweep (a second Tune run, after its prefixes)."""
-    return f"{sweep.name}-branches" if stage == BRANCH else sweep.name
+    """Tune's experiment name of one stage: the sweep's name, `<name>-branches` for the
+    branches of a `prefix` sweep (a second Tune run, after its prefixes) and
+    `<name>-switch<k>` for the branches of switch k of an `every_switch` sweep."""
+    if stage == BRANCH:
+        return f"{sweep.name}-branches"
+    return sweep.name if stage in (MAIN, PREFIX) else f"{sweep.name}-{stage}"
 
 
 def _new_tuner(
@@ -483,8 +486,8 @@ def run_sweep(
             stopped = stopped_by(path)
             if stopped is not None or any(o.status != "TERMINATED" for o in stage_outcomes):
                 break  # a later stage needs every trial of this one
-            if stage == PREFIX:
-                branches = prefix_checkpoints(grid)
+            # Where the next stage's branches start: this stage's final checkpoints.
+            branches = prefix_checkpoints(grid)
         done = len(outcomes) == len(sweep.trials()) * sweep.tune.num_samples and all(
             o.status == "TERMINATED" for o in outcomes
         )
@@ -549,8 +552,9 @@ def _restored_tuner(
 
 
 def prefix_checkpoints(grid: Any) -> dict[str, dict[str, str]]:
-    """Prefix label -> the checkpoint its branches restore (its last: taken at the end of
-    task 0) and its MLflow run (the branches' parent in the UI)."""
+    """Trial label -> the checkpoint its branches restore (its last: a prefix's is taken
+    at the end of task 0, an every_switch branch's at the end of its task) and its MLflow
+    run (the branches' parent in the UI)."""
     out = {}
     for result in grid:
         label = (result.config or {}).get("variant", {}).get("label", "?")

@@ -45,10 +45,15 @@ from knife.policies import metric_keys as mk
 SWEEP_KEYS = ("name", "description", "base", "grid", "tune", "mlflow", "plugins")
 GRID_KEYS = ("methods", "seeds", "sequences", "params", "exclude", "scratch", "branch")
 # grid.branch: `none` trains every trial from scratch; `prefix` trains each seed's task 0
-# once and branches every method from its end (docs/design.md 9, paired branches).
-BRANCH_MODES = ("none", "prefix")
-# The stages a sweep runs, in order: one Tune run each (knife.platform.sweep).
-MAIN, PREFIX, BRANCH = "main", "prefix", "branch"
+# once and branches every method from its end; `every_switch` branches every method from
+# `none`'s checkpoint at each switch, for that one task (docs/design.md 9, paired branches).
+BRANCH_MODES = ("none", "prefix", "every_switch")
+# The stages a sweep runs, in order: one Tune run each (knife.platform.sweep). Under
+# every_switch the branches of switch k are stage `switch<k>`, after `none`'s branch of k-1.
+MAIN, PREFIX, BRANCH, SWITCH = "main", "prefix", "branch", "switch"
+# every_switch: the task k a branch trains (it restores `none` at the end of task k-1 and
+# stops at the end of task k); the report takes task k of each method from that run.
+BRANCH_TASK_TAG = "knife.branch_task"
 # Run tags that mark a trial as the scratch reference of one task (issue 16): the first
 # task index k >= 1 it serves, and every index it serves (comma-separated, ascending; more
 # than one where the sequence visits the same task again, e.g. `tasks.repeat`).
@@ -162,7 +167,12 @@ class SweepConfig:
     branch: str = "none"  # grid.branch: one of BRANCH_MODES
 
     def stages(self) -> tuple[str, ...]:
-        return (PREFIX, BRANCH) if self.branch == "prefix" else (MAIN,)
+        if self.branch == "prefix":
+            return (PREFIX, BRANCH)
+        if self.branch == "every_switch":
+            last = max(int(t.stage[len(SWITCH) :]) for t in self.trials() if t.stage != PREFIX)
+            return (PREFIX, *(f"{SWITCH}{k}" for k in range(1, last + 1)))
+        return (MAIN,)
 
     @property
     def grid_axes(self) -> tuple[Axis, ...]:
@@ -206,30 +216,33 @@ class SweepConfig:
                 part for axis, part in zip(grid, parts, strict=True) if axis.target != METHOD_KEY
             ]
             points.setdefault(tuple(rest), (out[-1], rest))
-        if self.branch == "prefix":
+        if self.branch != "none":
             out = self._branched(out, points.values())
         if self.scratch:
-            stage = PREFIX if self.branch == "prefix" else MAIN
+            stage = MAIN if self.branch == "none" else PREFIX
             out += self._scratch_trials(points.values(), first_index=len(out), stage=stage)
         return out
 
     def _branched(
         self, trials: list[TrialSpec], points: Iterable[tuple[TrialSpec, list[str]]]
     ) -> list[TrialSpec]:
-        """grid.branch prefix: per grid point but the method, one prefix trial (method
-        none, task 0 of the sequence alone, to its end), then every method's trial as a
-        branch that continues from the prefix's final checkpoint."""
+        """grid.branch: per grid point but the method, one prefix trial (method none, task
+        0 of the sequence alone, to its end); then under `prefix` every method's trial as a
+        branch that continues from the prefix's final checkpoint to the sequence's end, and
+        under `every_switch` one branch per method and task k >= 1 that continues from
+        `none`'s state at the end of task k-1 (the prefix, or none's branch of k-1) and
+        trains task k alone (the sequence cut after task k)."""
         from knife.envs.tasks import TaskSequence
 
         prefixes: dict[tuple[tuple[str, Any], ...], TrialSpec] = {}
         out: list[TrialSpec] = []
         for spec, parts in points:
-            rest = {k: v for k, v in spec.overrides.items() if k != METHOD_KEY}
+            rest = _without_method(spec.overrides)
             sources = {k: v for k, v in spec.sources.items() if k != METHOD_KEY}
             sequence = TaskSequence.from_config(spec.config["tasks"]).to_config()
             if len(sequence["tasks"]) < 2:
                 raise ConfigError(
-                    f"grid.branch: prefix needs sequences of 2 tasks or more; "
+                    f"grid.branch: {self.branch} needs sequences of 2 tasks or more; "
                     f"{spec.sources.get('tasks', 'base.tasks')} has 1"
                 )
             first = {**sequence, "tasks": [sequence["tasks"][0]]}
@@ -248,12 +261,54 @@ class SweepConfig:
             )
             prefixes[_point_key(rest)] = prefix
             out.append(prefix)
+        if self.branch == "every_switch":
+            return out + self._switch_branches(trials, prefixes, first_index=len(out))
         for spec in trials:
-            rest = {k: v for k, v in spec.overrides.items() if k != METHOD_KEY}
+            rest = _without_method(spec.overrides)
             prefix = prefixes[_point_key(rest)]
             out.append(
                 dataclasses.replace(spec, index=len(out), stage=BRANCH, branch_of=prefix.label)
             )
+        return out
+
+    def _switch_branches(
+        self, trials: list[TrialSpec], prefixes: Mapping[Any, TrialSpec], first_index: int
+    ) -> list[TrialSpec]:
+        """grid.branch every_switch: for each method's trial and task k >= 1, a branch of
+        `none`'s state at the end of task k-1 that trains task k and stops (its label ends
+        in `-sw<k>`); `none`'s own branch of k is what the branches of k+1 continue."""
+        from knife.envs.tasks import TaskSequence
+
+        nones = {
+            _point_key(_without_method(s.overrides)): s.label
+            for s in trials
+            if s.overrides.get(METHOD_KEY) == "none"
+        }
+        out: list[TrialSpec] = []
+        for spec in trials:
+            key = _point_key(_without_method(spec.overrides))
+            if key not in nones:
+                raise ConfigError(
+                    "grid.branch: every_switch branches every method from none's checkpoint "
+                    "at each switch; add none to grid.methods"
+                )
+            sequence = TaskSequence.from_config(spec.config["tasks"]).to_config()
+            for k in range(1, len(sequence["tasks"])):
+                cut = {**sequence, "tasks": sequence["tasks"][: k + 1]}
+                overrides = {**spec.overrides, "tasks": cut}
+                source = prefixes[key].label if k == 1 else f"{nones[key]}-sw{k - 1}"
+                out.append(
+                    TrialSpec(
+                        first_index + len(out),
+                        f"{spec.label}-sw{k}",
+                        overrides,
+                        spec.sources,
+                        build_trial_config(self.base, overrides),
+                        {**spec.tags, BRANCH_TASK_TAG: str(k)},
+                        f"{SWITCH}{k}",
+                        source,
+                    )
+                )
         return out
 
     def _scratch_trials(
@@ -269,7 +324,7 @@ class SweepConfig:
 
         out: list[TrialSpec] = []
         for spec, parts in points:
-            rest = {k: v for k, v in spec.overrides.items() if k != METHOD_KEY}
+            rest = _without_method(spec.overrides)
             sources = {k: v for k, v in spec.sources.items() if k != METHOD_KEY}
             sequence = TaskSequence.from_config(spec.config["tasks"]).to_config()
             for k, served in _distinct_tasks(sequence["tasks"]):
@@ -689,8 +744,8 @@ def _parse_scratch(raw: Any, axes: list[Axis], base: dict[str, Any]) -> bool:
 
 
 def _parse_branch(raw: Any, axes: list[Axis], base: dict[str, Any]) -> str:
-    """`grid.branch`: one of BRANCH_MODES; `prefix` needs task sequences of 2 tasks or more
-    (the prefix is task 0, the branches continue with task 1)."""
+    """`grid.branch`: one of BRANCH_MODES; `prefix` and `every_switch` need task sequences
+    of 2 tasks or more (the prefix is task 0, the branches continue with task 1)."""
     if raw is None:
         return "none"
     if raw not in BRANCH_MODES:
@@ -701,10 +756,14 @@ def _parse_branch(raw: Any, axes: list[Axis], base: dict[str, Any]) -> str:
     sequences = [a for a in axes if a.target == "tasks"]
     if not sequences and not isinstance(base.get("tasks"), Mapping):
         raise ConfigError(
-            "grid.branch: prefix needs a task sequence (grid.sequences or a base.tasks "
+            f"grid.branch: {raw} needs a task sequence (grid.sequences or a base.tasks "
             "mapping); its methods branch at the first switch"
         )
     return raw
+
+
+def _without_method(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in overrides.items() if k != METHOD_KEY}
 
 
 def _point_key(overrides: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:

@@ -49,12 +49,15 @@ _LOCK_MARKERS = ("database is locked", "database table is locked", "database sch
 # where a stop notice ended one (knife.platform.checkpoints.stop_with_checkpoint).
 ATTEMPTS_TAG = "knife.attempts"
 RESTORED_TAG = "knife.restored_from_iteration"
-# A paired branch (grid.branch): the MLflow run of the prefix it continues, whose metric
-# history it holds (copied once: BRANCH_COPIED_TAG), and the digests of its state at the
-# branch point, per component (the prefix writes the same at its end).
+# A paired branch (grid.branch): the MLflow run it continues (a prefix, or under
+# every_switch none's branch of the switch before), whose metric history it holds (copied
+# once: BRANCH_COPIED_TAG), and the digests of the state it started from, per component.
+# A run that branches hand on writes the digests of its final state (BRANCH_END_STATE_TAG):
+# a branch's start tags equal its parent's end tags.
 BRANCH_OF_TAG = "knife.branch_of"
 BRANCH_COPIED_TAG = "knife.branch_history_copied"
 BRANCH_STATE_TAG = "knife.branch_state"
+BRANCH_END_STATE_TAG = "knife.branch_end_state"
 STOPPED_AT_TAG = "knife.stopped_at"
 INTERRUPTED_CHECKPOINT_TAG = "interrupted_checkpoint"
 

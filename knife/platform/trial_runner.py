@@ -39,6 +39,7 @@ from knife.platform.sweep_config import (
 from knife.platform.tracking import (
     ATTEMPTS_TAG,
     BRANCH_COPIED_TAG,
+    BRANCH_END_STATE_TAG,
     BRANCH_OF_TAG,
     BRANCH_STATE_TAG,
     RESTORED_TAG,
@@ -279,9 +280,11 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         title = f"{ctx.get_trial_name()}  ({cfg.algorithm}, method {cfg.plasticity['method']})"
         finish_trial(cfg, logger, progress, title=title, extra={"attempts": logger.attempt})
         run_id = logger.run_id
-        if config["variant"].get("tags", {}).get(ROLE_TAG) == PREFIX:
-            # What its branches must start from: they check it against their own state.
-            logger.set_tags(_digest_tags(algo))
+        variant = config["variant"]
+        if variant.get("tags", {}).get(ROLE_TAG) == PREFIX or variant.get("branch"):
+            # What its branches (a prefix's; an every_switch branch of none's) must start
+            # from: they check it against their own state.
+            logger.set_tags(_digest_tags(algo, BRANCH_END_STATE_TAG))
         logger.end("FINISHED")  # before the last report: Tune may end this process after it
         _report_with_checkpoint(algo, progress.report(run_id), progress)
     except Preempted as exc:
@@ -298,8 +301,8 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         algo.stop()
 
 
-def _digest_tags(algo: Any) -> dict[str, str]:
-    return {f"{BRANCH_STATE_TAG}/{k}": v for k, v in state_digest(algo).items()}
+def _digest_tags(algo: Any, tag: str = BRANCH_STATE_TAG) -> dict[str, str]:
+    return {f"{tag}/{k}": v for k, v in state_digest(algo).items()}
 
 
 def _start_branch(

@@ -551,10 +551,57 @@ def test_branch_prefix_trains_task_0_once_per_seed_and_branches_every_method():
     assert unbranched.stages() == ("main",) and {t.stage for t in unbranched.trials()} == {"main"}
 
 
+def test_branch_every_switch_continues_none_at_every_switch_for_one_task():
+    """grid.branch every_switch: per seed one prefix (task 0), then per switch k a stage in
+    which every method restores none's state at the end of task k-1 and trains task k alone;
+    none's branch of k is what every branch of k+1 continues."""
+    raw = json.loads(json.dumps(SCRATCH_SWEEP))
+    raw["grid"]["branch"] = "every_switch"
+    raw["grid"]["seeds"] = [0]
+    raw["grid"]["sequences"]["cp"].append({"env": "matrix:climbing", "steps": 200})
+    sweep = parse_sweep_config(raw)
+    assert sweep.stages() == ("prefix", "switch1", "switch2")
+    trials = sweep.trials()
+    by_label = {t.label: t for t in trials}
+    full = parse_trial_config(by_label["none-s0-cp-sw2"].config).tasks["tasks"]
+    assert [t["steps"] for t in full] == [400, 600, 200]  # the whole sequence
+    assert [(t.label, t.stage, t.branch_of) for t in trials if t.stage.startswith("switch")] == [
+        ("none-s0-cp-sw1", "switch1", "prefix-s0-cp"),
+        ("none-s0-cp-sw2", "switch2", "none-s0-cp-sw1"),
+        ("knife-s0-cp-sw1", "switch1", "prefix-s0-cp"),
+        ("knife-s0-cp-sw2", "switch2", "none-s0-cp-sw1"),
+    ]
+    assert {t.label for t in trials if t.stage == "prefix"} == {
+        "prefix-s0-cp",
+        "scratch-s0-cp-t1",
+        "scratch-s0-cp-t2",
+    }
+    for k in (1, 2):
+        for method in ("none", "knife"):
+            branch = by_label[f"{method}-s0-cp-sw{k}"]
+            cfg = parse_trial_config(branch.config)
+            parent = parse_trial_config(by_label[branch.branch_of].config)
+            assert branch.tags["knife.branch_task"] == str(k)
+            assert cfg.plasticity["method"] == method
+            # The sequence cut after task k: the branch trains task k and stops.
+            assert cfg.tasks["tasks"] == full[: k + 1]
+            assert cfg.steps == [400, 1000, 1200][k]
+            # Its parent is none, one task shorter, with the same schedule.
+            assert parent.plasticity["method"] == "none"
+            assert parent.tasks["tasks"] == cfg.tasks["tasks"][:k]
+            assert parent.training == cfg.training and parent.seed == cfg.seed
+    raw["grid"]["methods"] = ["knife"]
+    with pytest.raises(ConfigError, match="grid.branch: every_switch .* add none to grid.methods"):
+        parse_sweep_config(raw).trials()
+
+
 @pytest.mark.parametrize(
     "change, expected",
     [
-        ({"branch": "every"}, "grid.branch: must be one of none, prefix, got 'every'"),
+        (
+            {"branch": "every"},
+            "grid.branch: must be one of none, prefix, every_switch, got 'every'",
+        ),
         (
             {"branch": "prefix", "sequences": {"one": [{"env": "matrix:climbing", "steps": 50}]}},
             "grid.branch: prefix needs sequences of 2 tasks or more; grid.sequences.one has 1",

@@ -158,6 +158,19 @@ def reap(proc: subprocess.Popen) -> None:
     end_session(proc)
 
 
+def report_without_mlflow(runs: Path, experiment: str, out: Path) -> subprocess.CompletedProcess:
+    """`knife report EXPERIMENT --out OUT --no-mlflow`, asserted to succeed."""
+    report = subprocess.run(
+        knife_cmd("report", experiment, "--runs-dir", str(runs), "--out", str(out), "--no-mlflow"),
+        env=knife_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    return report
+
+
 def start_sweep(path: Path, runs: Path, log: Path, env: dict, *extra: str) -> subprocess.Popen:
     """`knife sweep FILE --quiet` in a session of its own (so end_session can clear it up),
     its output in `log`."""
@@ -893,6 +906,68 @@ def test_failing_trial_is_retried_and_the_sweep_completes(tmp_path):
     assert len(steps) == len(set(steps)) and steps == sorted(steps)
 
 
+def test_every_switch_sweep_branches_each_method_from_none_at_each_switch(tmp_path):
+    """grid.branch every_switch, 3 tasks, 1 seed: a prefix (task 0), then per switch k a
+    stage where none and knife restore none's state at the end of task k-1 byte-identical
+    and train task k alone; knife report reads each method's branches as one run."""
+    runs = tmp_path / "runs"
+    tasks = [
+        {"env": "matrix:climbing", "steps": 100, "name": "climbing"},
+        {"env": "matrix:penalty", "steps": 100, "name": "penalty"},
+        {
+            "env": "matrix:climbing",
+            "env_config": {"permute": [[1, 2, 0], [0, 2, 1]]},
+            "steps": 100,
+            "name": "climbing_moved",
+        },
+    ]
+    grid = {"methods": ["none", "knife"], "seeds": [0], "sequences": {"three": tasks}}
+    raw = {**CI_SWEEP, "name": "switches", "grid": {**grid, "branch": "every_switch"}}
+    proc = subprocess.run(
+        knife_cmd("sweep", str(write_sweep(tmp_path, raw)), "--runs-dir", str(runs), "--quiet"),
+        env=knife_env(),
+        capture_output=True,
+        text=True,
+        timeout=SWEEP_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    by_label = {r.data.tags["trial_label"]: r for r in trial_runs(runs, "switches")}
+    assert sorted(by_label) == sorted(
+        ["prefix-s0-three", *(f"{m}-s0-three-sw{k}" for m in ("none", "knife") for k in (1, 2))]
+    )  # the prefix trained once, one branch per method and switch
+    assert all(r.info.status == "FINISHED" for r in by_label.values())
+    components = ("networks", "optimizer", "replay_buffer", "rng")
+    for method in ("none", "knife"):
+        for k, parent in ((1, "prefix-s0-three"), (2, "none-s0-three-sw1")):
+            run, source = by_label[f"{method}-s0-three-sw{k}"], by_label[parent]
+            assert run.data.tags["knife.branch_of"] == source.info.run_id
+            assert run.data.tags["knife.branch_task"] == str(k)
+            for c in components:  # it starts from none's end of task k-1, byte for byte
+                assert (
+                    run.data.tags[f"knife.branch_state/{c}"]
+                    == source.data.tags[f"knife.branch_end_state/{c}"]
+                ), (method, k, c)
+            assert run.data.metrics[f"task/{k}/start_env_steps"] == 100.0 * k
+            assert run.data.metrics["env_steps"] == 100.0 * (k + 1)  # task k, then it stops
+    end = {m: by_label[f"{m}-s0-three-sw1"].data.tags for m in ("none", "knife")}
+    assert (
+        end["none"]["knife.branch_end_state/networks"]
+        != (end["knife"]["knife.branch_end_state/networks"])
+    )  # knife acted at switch 1 and learned on from there
+    out = tmp_path / "report"
+    report_without_mlflow(runs, "switches", out)
+    rows = {(r["method"], r["task"]): r for r in csv.DictReader(open(out / "runs.csv"))}
+    assert sorted(rows) == [(m, str(k)) for m in ("knife", "none") for k in range(3)]
+    for method in ("none", "knife"):
+        for k in (1, 2):  # task k of a method is its branch of switch k
+            run = by_label[f"{method}-s0-three-sw{k}"]
+            row = rows[(method, str(k))]
+            assert run.info.run_id in row["run_id"].split("+")
+            want = run.data.metrics[f"task/{k}/final_test_return"]
+            assert float(row["final_return"]) == pytest.approx(want)
+    assert rows[("none", "0")]["final_return"] == rows[("knife", "0")]["final_return"]
+
+
 def test_branched_sweep_trains_each_prefix_once_and_resumes_after_a_kill(tmp_path):
     """grid.branch prefix: per seed one prefix trial (task 0, method none), then every method
     branches from its final checkpoint, byte-identical (networks, optimizer, buffer, RNG).
@@ -954,7 +1029,8 @@ def test_branched_sweep_trains_each_prefix_once_and_resumes_after_a_kill(tmp_pat
         prefix = prefixes[run.data.tags["seed"]]
         assert run.data.tags["knife.branch_of"] == prefix.info.run_id
         for key in digest_keys:  # the state each method starts from is the prefix's end
-            assert run.data.tags[key] == prefix.data.tags[key], key
+            end = key.replace("knife.branch_state/", "knife.branch_end_state/")
+            assert run.data.tags[key] == prefix.data.tags[end], key
         # The prefix's history, copied once: task 0's curve is the prefix's, step by step.
         task0 = [
             (m.step, m.value)
@@ -967,17 +1043,11 @@ def test_branched_sweep_trains_each_prefix_once_and_resumes_after_a_kill(tmp_pat
         assert sorted(task0) == sorted(mine) and len({s for s, _ in task0}) == len(task0)
         assert run.data.metrics["task/1/start_env_steps"] == 150.0
         assert run.data.metrics["env_steps"] == BUDGET
-    assert prefixes["0"].data.tags[digest_keys[0]] != prefixes["1"].data.tags[digest_keys[0]]
+    seed_digests = [p.data.tags["knife.branch_end_state/networks"] for p in prefixes.values()]
+    assert seed_digests[0] != seed_digests[1]
     # knife report pairs the branches by seed and leaves the prefixes out.
     out = tmp_path / "report"
-    report = subprocess.run(
-        knife_cmd("report", "branched", "--runs-dir", str(runs), "--out", str(out), "--no-mlflow"),
-        env=knife_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert report.returncode == 0, report.stderr[-3000:]
+    report = report_without_mlflow(runs, "branched", out)
     assert "8 finished trial runs" not in report.stdout and "4 finished trial runs" in report.stdout
     paired = list(csv.DictReader(open(out / "paired.csv")))
     assert {(r["method"], r["against"], r["seeds"]) for r in paired} == {("knife", "none", "2")}

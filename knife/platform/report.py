@@ -745,14 +745,21 @@ def _log_report(
     for r in rows:
         if r["final_return_iqm"] is None:
             continue
-        key = f"final_return_iqm/{r['sequence']}/task_{r['task']}/{r['method']}"
+        # A grid point's sequence name, "seq [updates_per_episode=4]", holds characters
+        # MLflow refuses in metric names: "seq updates_per_episode:4".
+        sequence = re.sub(r"[^\w\-. :/]", "", r["sequence"].replace("=", ":"))
+        key = f"final_return_iqm/{sequence}/task_{r['task']}/{r['method']}"
         metrics.append(Metric(key, float(r["final_return_iqm"]), now, 0))
-    for i in range(0, len(metrics), 1000):
-        retry(client.log_batch, run_id, metrics=metrics[i : i + 1000])
-    retry(client.log_batch, run_id, tags=[RunTag("rows", str(len(rows)))])
-    for path in files:
-        folder = "plots" if path.suffix == ".png" else None
-        retry(client.log_artifact, run_id, str(path), folder)
+    try:
+        for i in range(0, len(metrics), 1000):
+            retry(client.log_batch, run_id, metrics=metrics[i : i + 1000])
+        retry(client.log_batch, run_id, tags=[RunTag("rows", str(len(rows)))])
+        for path in files:
+            folder = "plots" if path.suffix == ".png" else None
+            retry(client.log_artifact, run_id, str(path), folder)
+    except BaseException:
+        store.end_run(run_id, "FAILED")  # not left RUNNING; the files on disk stand
+        raise
     store.end_run(run_id, "FINISHED")
     # Reachable from the sweep: its tables on each sweep run, and where the rest is.
     link = f"{report_experiment}/{run_id}"

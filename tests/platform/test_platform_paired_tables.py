@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 from scipy import stats
 
 from knife.platform.paired_tables import (
@@ -219,7 +220,14 @@ def test_grid_points_besides_method_and_seed_are_groups_of_their_own(tmp_path):
                     _log_task(log, 0, [0.0, 1.0, 1.0, 1.0], 0)
                     _log_task(log, 1, [v + extra + 0.1 * s for v in (0, 1, 2, 3)], 400)
     out = tmp_path / "out"
-    build_report("points", uri, out, reps=500, log_to_mlflow=False, progress=False)
+    # Logged to MLflow too: the point's name ("ab [lr1]") is cleaned into a metric name.
+    result = build_report("points", uri, out, reps=500, progress=False)
+    logged = MlflowClient(uri).get_run(result.mlflow_run_id)
+    assert logged.info.status == "FINISHED"
+    assert {k for k in logged.data.metrics if "task_1/knife" in k} == {
+        "final_return_iqm/ab lr1/task_1/knife",
+        "final_return_iqm/ab lr2/task_1/knife",
+    }
     rows = [r for r in _rows(out) if r["score"] == "final"]
     got = {(r["sequence"], r["method"], r["against"], r["seeds"]) for r in rows}
     assert got == {("ab [lr1]", "knife", "none", "2"), ("ab [lr2]", "knife", "none", "2")}

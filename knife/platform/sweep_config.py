@@ -707,8 +707,27 @@ def parse_sweep_config(raw: Mapping[str, Any], source: str | None = None) -> Swe
     )
     if not sweep.trials():
         raise ConfigError("grid.exclude: leaves no trial to run")
+    if branch != "none":
+        _check_branch_is_paired(sweep)
     validate_trials(sweep)
     return sweep
+
+
+def _check_branch_is_paired(sweep: SweepConfig) -> None:
+    """A branch continues one parent trial found by its label, with the parent's config:
+    a value Tune draws per trial (a `choice` axis) or a repeat of the grid
+    (tune.num_samples) would give a branch another config than its parent's, or several
+    parents of one label."""
+    for axis in sweep.choice_axes:
+        raise ConfigError(
+            f"{axis.name}: a {{choice: ...}} axis with grid.branch {sweep.branch}; a branch "
+            "must have its parent's values: make it a {grid: ...} axis"
+        )
+    if sweep.tune.num_samples != 1:
+        raise ConfigError(
+            f"tune.num_samples: {sweep.tune.num_samples} with grid.branch {sweep.branch}; "
+            "must be 1 (list more seeds in grid.seeds instead)"
+        )
 
 
 def _parse_scratch(raw: Any, axes: list[Axis], base: dict[str, Any]) -> bool:

@@ -603,6 +603,15 @@ def test_branch_every_switch_continues_none_at_every_switch_for_one_task():
             "grid.branch: must be one of none, prefix, every_switch, got 'every'",
         ),
         (
+            {"branch": "prefix", "params": {"training.lr": {"choice": [0.001, 0.0005]}}},
+            "grid.params.training.lr: a {choice: ...} axis with grid.branch prefix; a branch "
+            "must have its parent's values: make it a {grid: ...} axis",
+        ),
+        (
+            {"branch": "every_switch", "tune": {"num_samples": 2}},
+            "tune.num_samples: 2 with grid.branch every_switch; must be 1",
+        ),
+        (
             {"branch": "prefix", "sequences": {"one": [{"env": "matrix:climbing", "steps": 50}]}},
             "grid.branch: prefix needs sequences of 2 tasks or more; grid.sequences.one has 1",
         ),
@@ -611,6 +620,8 @@ def test_branch_every_switch_continues_none_at_every_switch_for_one_task():
 def test_bad_branch_is_refused_by_field(change, expected):
     raw = json.loads(json.dumps(SCRATCH_SWEEP))
     del raw["grid"]["scratch"]
+    change = dict(change)
+    raw["tune"] = change.pop("tune", {})
     raw["grid"].update(change)
     with pytest.raises(ConfigError, match=re.escape(expected)):
         parse_sweep_config(raw)

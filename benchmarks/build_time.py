@@ -15,18 +15,17 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from child_process import BUILD_PRELUDE, run_child  # benchmarks/ is on sys.path as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "benchmarks" / "configs" / "spread_qmix_epymarl.yaml"
 
-ONE_BUILD = f"""
-import json, time, psutil, ray
-from knife.platform.algorithm_factory import build_algorithm
-from knife.platform.config import load_trial_config
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+ONE_BUILD = (
+    BUILD_PRELUDE
+    + f"""
+import json, time
 cfg = load_trial_config({str(CONFIG)!r})
 start = time.perf_counter()
 algo = build_algorithm(cfg)
@@ -45,16 +44,14 @@ print(json.dumps({{"build_s": build_s, "driver": driver, "runner": runner}}))
 algo.stop()
 ray.shutdown()
 """
+)
 
 
 def one(keep_import: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "KNIFE_KEEP_INDUCTOR_IMPORT"}
     if keep_import:
         env["KNIFE_KEEP_INDUCTOR_IMPORT"] = "1"
-    out = subprocess.run(
-        [sys.executable, "-c", ONE_BUILD], env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(ONE_BUILD, env=env)
 
 
 def main() -> None:

@@ -12,23 +12,22 @@ after 50 of warm-up; checkouts alternate, `--repeats` rounds.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from child_process import BUILD_PRELUDE, run_child  # benchmarks/ is on sys.path as a script
 
 WARMUP = 50
 
-ONE_CHECKOUT = """
+ONE_CHECKOUT = (
+    """
 import sys, time, json
-root, wanted = sys.argv[1], int(sys.argv[2])
+root, wanted, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 # This checkout's knife, not the editable install's.
 sys.meta_path = [f for f in sys.meta_path if "editable" not in str(f)]
 sys.path.insert(0, root)
 import knife
 assert knife.__file__.startswith(root), knife.__file__
-import ray
 from ray.rllib.core.learner.learner_group import LearnerGroup
 
 times = []
@@ -41,18 +40,18 @@ def timed(self, *args, **kwargs):
     return out
 
 LearnerGroup.update = timed
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-from knife.platform.algorithm_factory import build_algorithm
-from knife.platform.config import load_trial_config
-
+"""
+    + BUILD_PRELUDE
+    + """
 config = f"{root}/benchmarks/configs/spread_qmix_epymarl.yaml"
 cfg = load_trial_config(config, ["training.num_env_runners=0", "steps=1000000"])
 algo = build_algorithm(cfg)
-while len(times) < wanted + WARMUP:
+while len(times) < wanted + warmup:
     algo.train()
-print(json.dumps(times[WARMUP:]))
+print(json.dumps(times[warmup:]))
 algo.stop()
-""".replace("WARMUP", str(WARMUP))
+"""
+)
 
 
 def main() -> None:
@@ -65,13 +64,7 @@ def main() -> None:
     medians: dict[str, list[float]] = {r: [] for r in roots}
     for _ in range(args.repeats):
         for root in roots:
-            out = subprocess.run(
-                [sys.executable, "-c", ONE_CHECKOUT, root, str(args.updates)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            times = json.loads(out.stdout.strip().splitlines()[-1])
+            times = run_child(ONE_CHECKOUT, root, str(args.updates), str(WARMUP))
             medians[root].append(1e3 * statistics.median(times))
             print(f"{root}: median update {medians[root][-1]:.1f} ms", flush=True)
     print(f"\nmedian over {args.repeats} alternating runs of each run's median update")

@@ -251,6 +251,8 @@ def param_space(
         variant = {"label": spec.label, "overrides": spec.overrides, "tags": spec.tags}
         if spec.branch_of is not None:
             variant["branch"] = dict((branches or {})[spec.branch_of])
+        if spec.branch_source:
+            variant["branch_source"] = True
         variants.append(variant)
     for v in variants:  # choice axes are drawn below, not fixed by the grid point
         for axis in sweep.choice_axes:
@@ -448,7 +450,8 @@ def run_sweep(
         branches: dict[str, dict[str, str]] = {}
         # One Tune run per stage (a branched sweep: its prefixes, then their branches); a
         # resume continues the stage it stopped in and starts the ones after it.
-        for n, stage in enumerate(sweep.stages()):
+        stages = sweep.stages()
+        for n, stage in enumerate(stages):
             path = f"{storage}/{stage_name(sweep, stage)}"
             if n == 0:
                 resuming = resume
@@ -486,8 +489,8 @@ def run_sweep(
             stopped = stopped_by(path)
             if stopped is not None or any(o.status != "TERMINATED" for o in stage_outcomes):
                 break  # a later stage needs every trial of this one
-            # Where the next stage's branches start: this stage's final checkpoints.
-            branches = prefix_checkpoints(grid)
+            if n + 1 < len(stages):  # where the next stage's branches start
+                branches = stage_checkpoints(grid)
         done = len(outcomes) == len(sweep.trials()) * sweep.tune.num_samples and all(
             o.status == "TERMINATED" for o in outcomes
         )
@@ -551,15 +554,18 @@ def _restored_tuner(
     return tuner, parent
 
 
-def prefix_checkpoints(grid: Any) -> dict[str, dict[str, str]]:
-    """Trial label -> the checkpoint its branches restore (its last: a prefix's is taken
-    at the end of task 0, an every_switch branch's at the end of its task) and its MLflow
-    run (the branches' parent in the UI)."""
+def stage_checkpoints(grid: Any) -> dict[str, dict[str, str]]:
+    """Label of each trial of a stage that later branches start from (`branch_source`: a
+    prefix, or none's every_switch branch) -> its last checkpoint (taken at the end of its
+    last task) and its MLflow run (the branches' parent in the UI)."""
     out = {}
     for result in grid:
-        label = (result.config or {}).get("variant", {}).get("label", "?")
+        variant = (result.config or {}).get("variant", {})
+        if not variant.get("branch_source"):
+            continue
+        label = variant.get("label", "?")
         if result.checkpoint is None:
-            raise RuntimeError(f"prefix trial {label} finished without a checkpoint to branch")
+            raise RuntimeError(f"trial {label} finished without a checkpoint to branch from")
         run_id = (result.metrics or {}).get("mlflow_run_id") or ""
         out[label] = {"checkpoint": result.checkpoint.path, "parent_run_id": run_id}
     return out

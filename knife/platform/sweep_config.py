@@ -147,6 +147,9 @@ class TrialSpec:
     tags: dict[str, str] = field(default_factory=dict)  # extra run tags (a scratch role)
     stage: str = MAIN  # PREFIX trials run before the BRANCH trials that continue them
     branch_of: str | None = None  # a branch: the label of the prefix trial it continues
+    # A later stage branches from this trial's end state (a prefix; under every_switch,
+    # none's branch of every switch but the last): it tags that state's digests.
+    branch_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,7 @@ class SweepConfig:
                 config,
                 tags,
                 PREFIX,
+                branch_source=True,
             )
             prefixes[_point_key(rest)] = prefix
             out.append(prefix)
@@ -307,6 +311,7 @@ class SweepConfig:
                         {**spec.tags, BRANCH_TASK_TAG: str(k)},
                         f"{SWITCH}{k}",
                         source,
+                        branch_source=spec.label == nones[key] and k < len(sequence["tasks"]) - 1,
                     )
                 )
         return out

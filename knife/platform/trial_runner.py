@@ -30,8 +30,6 @@ from knife.platform.checkpoints import (
 from knife.platform.config import TrialConfig, parse_trial_config
 from knife.platform.preemption import ACK_FILE, NOTICE_FILE, Preempted, StopRequest
 from knife.platform.sweep_config import (
-    PREFIX,
-    ROLE_TAG,
     TuneOptions,
     build_trial_config,
     import_plugins,
@@ -280,10 +278,9 @@ def _run(cfg: TrialConfig, config: dict, meta: dict, logger: SweepRunLogger, ctx
         title = f"{ctx.get_trial_name()}  ({cfg.algorithm}, method {cfg.plasticity['method']})"
         finish_trial(cfg, logger, progress, title=title, extra={"attempts": logger.attempt})
         run_id = logger.run_id
-        variant = config["variant"]
-        if variant.get("tags", {}).get(ROLE_TAG) == PREFIX or variant.get("branch"):
-            # What its branches (a prefix's; an every_switch branch of none's) must start
-            # from: they check it against their own state.
+        if config["variant"].get("branch_source"):
+            # What the next stage's branches must start from: they check it against their
+            # own state.
             logger.set_tags(_digest_tags(algo, BRANCH_END_STATE_TAG))
         logger.end("FINISHED")  # before the last report: Tune may end this process after it
         _report_with_checkpoint(algo, progress.report(run_id), progress)

@@ -546,6 +546,7 @@ def test_branch_prefix_trains_task_0_once_per_seed_and_branches_every_method():
         assert pre.training == cfg.training and pre.evaluation == cfg.evaluation
         for key in ("reanneal_epsilon", "buffer_on_switch", "target_on_switch"):
             assert pre.tasks[key] == cfg.tasks[key], key
+    assert [t.label for t in trials if t.branch_source] == ["prefix-s0-cp", "prefix-s1-cp"]
     assert len({t.label for t in trials}) == len(trials) == 8
     unbranched = parse_sweep_config(SCRATCH_SWEEP)
     assert unbranched.stages() == ("main",) and {t.stage for t in unbranched.trials()} == {"main"}
@@ -576,6 +577,8 @@ def test_branch_every_switch_continues_none_at_every_switch_for_one_task():
         "scratch-s0-cp-t1",
         "scratch-s0-cp-t2",
     }
+    # Only what a later stage continues tags its end state: the prefix and none's sw1.
+    assert sorted(t.label for t in trials if t.branch_source) == ["none-s0-cp-sw1", "prefix-s0-cp"]
     for k in (1, 2):
         for method in ("none", "knife"):
             branch = by_label[f"{method}-s0-cp-sw{k}"]

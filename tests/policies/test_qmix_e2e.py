@@ -46,20 +46,30 @@ def test_qmix_solves_the_two_step_game(ray_local):
 
 
 @pytest.mark.e2e
-def test_remote_runner_samples_while_the_learner_updates(ray_local):
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # The overlap's bookkeeping in the default suite; that it still solves the game
+        # (6000 steps, 100 s here) with the long runs (pytest -m slow).
+        pytest.param(1500, id="bookkeeping"),
+        pytest.param(6000, id="learns", marks=pytest.mark.slow),
+    ],
+)
+def test_remote_runner_samples_while_the_learner_updates(ray_local, steps):
     # The two-step game as above, played by one EnvRunner actor while the driver learns.
     two_step = dict(td_lambda=0.0, target_update_interval=50, epsilon_anneal_steps=2000)
     cfg = _config("matrix:two_step", runners=1, test_interval=1000, test_episodes=4, **two_step)
     algo = cfg.training(sample_while_learning=True).build_algo()
     try:
-        metrics = _train(algo, 6000)
+        metrics = _train(algo, steps)
         assert algo._samples_in_flight == 1  # the next episode is already being played
         remote_steps = algo.env_runner_group.foreach_env_runner(
             lambda r: r.num_env_steps_sampled_lifetime, local_env_runner=False
         )
     finally:
         algo.stop()
-    assert metrics["test/return"] == pytest.approx(8.0)
+    if steps >= 6000:
+        assert metrics["test/return"] == pytest.approx(8.0)
     # Every collected episode reached the buffer; one update per episode past the first 31.
     assert len(algo.replay_buffer) == metrics["episodes"]
     assert metrics["learner_updates"] == metrics["episodes"] - 31

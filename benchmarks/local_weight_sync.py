@@ -1,0 +1,67 @@
+"""Weights to the local EnvRunner with and without RLlib's ray.put, side by side in one run.
+
+With sampling in the driver (`num_env_runners: 0`), knife's QMix hands the Learner's weights
+to the local EnvRunner directly (knife.policies.algorithm._sync_weights); RLlib's
+EnvRunnerGroup.sync_weights also puts them in Ray's object store for remote EnvRunners, even
+when there are none. One Algorithm (the two-step game, as in tests/policies/test_qmix_e2e.py)
+trains alternating blocks of `--block` env steps under each; the medians and their ratio.
+
+    python benchmarks/local_weight_sync.py [--block 600] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "policies"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--block", type=int, default=600)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import ray
+    from qmix_helpers import _config, _train  # the learning tests' small config
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    two_step = dict(td_lambda=0.0, target_update_interval=50, epsilon_anneal_steps=2000)
+    algo = _config("matrix:two_step", test_interval=1000, test_episodes=4, **two_step).build_algo()
+    cls = type(algo)
+    direct = cls._sync_weights
+
+    def through_rllib(self) -> None:
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.learner_group, inference_only=True
+        )
+        self._weights_synced = True
+
+    steps = 200
+    _train(algo, steps)  # past learning_starts: every iteration updates and syncs
+    seconds: dict[str, list[float]] = {"direct": [], "rllib": []}
+    for _ in range(args.repeats):
+        for side, sync in (("rllib", through_rllib), ("direct", direct)):  # alternating
+            cls._sync_weights = sync
+            steps += args.block
+            start = time.perf_counter()
+            _train(algo, steps)
+            seconds[side].append(time.perf_counter() - start)
+            print(f"{side}: {seconds[side][-1]:.2f} s per {args.block} env steps", flush=True)
+    cls._sync_weights = direct
+    algo.stop()
+    ray.shutdown()
+    med = {side: statistics.median(s) for side, s in seconds.items()}
+    print(f"\nmedian of {args.repeats} alternating blocks of {args.block} env steps")
+    for side, s in seconds.items():
+        print(f"{side}: {med[side]:.2f} s ({', '.join(f'{x:.2f}' for x in s)})")
+    print(f"direct / rllib: {med['direct'] / med['rllib']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

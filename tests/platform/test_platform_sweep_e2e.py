@@ -30,7 +30,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("own_ray")]
 
 TOKEN = secrets.token_hex(16)  # the Ray auth token of these tests' clusters
 SWEEP_TIMEOUT_S = 420

@@ -23,7 +23,7 @@ def run_child(script: str, *args: str, env: Mapping[str, str] | None = None) -> 
     """`python -c script args...`; its last line of stdout, parsed as JSON."""
     out = subprocess.run(
         [sys.executable, "-c", script, *args],
-        env=None if env is None else dict(env),
+        env=env,
         capture_output=True,
         text=True,
         check=True,

@@ -3,8 +3,9 @@
 With sampling in the driver (`num_env_runners: 0`), knife's QMix hands the Learner's weights
 to the local EnvRunner directly (knife.policies.algorithm._sync_weights); RLlib's
 EnvRunnerGroup.sync_weights also puts them in Ray's object store for remote EnvRunners, even
-when there are none. One Algorithm (the two-step game, as in tests/policies/test_qmix_e2e.py)
-trains alternating blocks of `--block` env steps under each; the medians and their ratio.
+when there are none. One Algorithm (the two-step game with the schedule of
+tests/policies/test_qmix_e2e.py's two-step tests, built as `knife train` builds it) trains
+alternating blocks of `--block` env steps under each; the medians and their ratio.
 
     python benchmarks/local_weight_sync.py [--block 600] [--repeats 3]
 """
@@ -13,12 +14,29 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "policies"))
+TWO_STEP = {
+    "algorithm": "qmix",
+    "env": "matrix:two_step",
+    "steps": 10**6,  # the blocks decide when to stop
+    "seed": 0,
+    "training": {
+        "lr": 1e-3,
+        "batch_size": 32,
+        "learning_starts": 32,
+        "target_update_interval": 50,
+        "epsilon_anneal_steps": 2000,
+        "td_lambda": 0.0,
+        "num_env_runners": 0,
+    },
+    "evaluation": {"interval": 1000, "episodes": 4},
+}
+
+
+def _train(algo, steps: int) -> None:
+    while algo.counters["env_steps"] < steps:
+        algo.train()
 
 
 def main() -> None:
@@ -28,11 +46,12 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    from qmix_helpers import _config, _train  # the learning tests' small config
+
+    from knife.platform.algorithm_factory import build_algorithm
+    from knife.platform.config import parse_trial_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    two_step = dict(td_lambda=0.0, target_update_interval=50, epsilon_anneal_steps=2000)
-    algo = _config("matrix:two_step", test_interval=1000, test_episodes=4, **two_step).build_algo()
+    algo = build_algorithm(parse_trial_config(TWO_STEP))
     cls = type(algo)
     direct = cls._sync_weights
 

@@ -1,17 +1,18 @@
 import pytest
 
+OWN_RAY = "own_ray"  # the xdist group of the tests marked own_ray (pyproject.toml)
 
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the items
 def pytest_collection_modifyitems(config, items):
     """The tests that start Ray clusters of their own in subprocesses (`knife sweep`, `ray
-    start`; marked xdist_group("own_ray")) first: under `-n 2 --dist loadgroup` they run one
-    after another on one worker, and first, so that this long group starts at once while the
-    other worker takes the rest (pyproject.toml)."""
-
-    def own_ray(item) -> bool:
-        mark = item.get_closest_marker("xdist_group")
-        return mark is not None and mark.args[:1] == ("own_ray",)
-
-    items.sort(key=lambda item: not own_ray(item))  # stable: each side keeps its order
+    start`; marked `pytest.mark.own_ray`) join one xdist group and come first: under `-n 2
+    --dist loadgroup` they run one after another on one worker, and first, so that this long
+    group starts at once while the other worker takes the rest (pyproject.toml)."""
+    for item in items:
+        if item.get_closest_marker(OWN_RAY):
+            item.add_marker(pytest.mark.xdist_group(OWN_RAY))
+    items.sort(key=lambda item: item.get_closest_marker(OWN_RAY) is None)  # stable
 
 
 @pytest.fixture(scope="session")

@@ -557,11 +557,17 @@ def _restored_tuner(
 def stage_checkpoints(grid: Any) -> dict[str, dict[str, str]]:
     """Label of each trial of a stage that later branches start from (`branch_source`: a
     prefix, or none's every_switch branch) -> its last checkpoint (taken at the end of its
-    last task) and its MLflow run (the branches' parent in the UI)."""
+    last task) and its MLflow run (the branches' parent in the UI).
+
+    A sweep started before trials carried the flag (knife-marl before 6a416c3) is resumed
+    with its recorded configs: when no trial of the stage carries it, every trial is read,
+    as then."""
+    results = list(grid)
+    flagged = any(_variant(r).get("branch_source") for r in results)
     out = {}
-    for result in grid:
-        variant = (result.config or {}).get("variant", {})
-        if not variant.get("branch_source"):
+    for result in results:
+        variant = _variant(result)
+        if flagged and not variant.get("branch_source"):
             continue
         label = variant.get("label", "?")
         if result.checkpoint is None:
@@ -569,6 +575,10 @@ def stage_checkpoints(grid: Any) -> dict[str, dict[str, str]]:
         run_id = (result.metrics or {}).get("mlflow_run_id") or ""
         out[label] = {"checkpoint": result.checkpoint.path, "parent_run_id": run_id}
     return out
+
+
+def _variant(result: Any) -> dict[str, Any]:
+    return (result.config or {}).get("variant", {})
 
 
 class SweepStopped(Preempted):

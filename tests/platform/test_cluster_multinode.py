@@ -39,7 +39,7 @@ import pytest
 from test_platform_sweep_e2e import _free_port, _two_step_sweep, write_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("own_ray")]
+pytestmark = [pytest.mark.e2e, pytest.mark.own_ray]
 
 TOKEN = secrets.token_hex(16)
 START_TIMEOUT_S = 120

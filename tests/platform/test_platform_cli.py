@@ -285,7 +285,7 @@ def test_directory_as_config_exits_2(tmp_path, capsys):
     assert err.startswith("error: ") and str(tmp_path) in err
 
 
-@pytest.mark.xdist_group("own_ray")
+@pytest.mark.own_ray
 def test_sigterm_to_knife_train_checkpoints_and_resume_finishes_it(tmp_path):
     """A preempted cloud machine sends SIGTERM: the trial stops after its iteration, writes
     a verified checkpoint, ends its run KILLED, exits 143 without a stack dump; then

@@ -36,7 +36,7 @@ from test_platform_sweep_e2e import (  # noqa: E402
     write_sweep,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("own_ray")]
+pytestmark = [pytest.mark.e2e, pytest.mark.own_ray]
 BUDGET = 600
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -20,6 +21,7 @@ if str(ROOT) not in sys.path:
 
 from knife.platform import cli  # noqa: E402
 from knife.platform.config import ConfigError, parse_trial_config  # noqa: E402
+from knife.platform.sweep import stage_checkpoints  # noqa: E402
 from knife.platform.sweep_config import (  # noqa: E402
     apply_sweep_overrides,
     describe,
@@ -596,6 +598,30 @@ def test_branch_every_switch_continues_none_at_every_switch_for_one_task():
     raw["grid"]["methods"] = ["knife"]
     with pytest.raises(ConfigError, match="grid.branch: every_switch .* add none to grid.methods"):
         parse_sweep_config(raw).trials()
+
+
+def _finished(label: str, source: bool | None) -> SimpleNamespace:
+    """What Tune's ResultGrid gives stage_checkpoints for one finished trial."""
+    variant = {"label": label} if source is None else {"label": label, "branch_source": source}
+    return SimpleNamespace(
+        config={"variant": variant},
+        checkpoint=SimpleNamespace(path=f"/ckpt/{label}"),
+        metrics={"mlflow_run_id": f"run-{label}"},
+    )
+
+
+def test_stage_checkpoints_reads_the_branch_sources_or_every_trial_of_an_older_sweep():
+    stage = [_finished("prefix-s0-cp", True), _finished("scratch-s0-cp-t1", False)]
+    assert stage_checkpoints(stage) == {
+        "prefix-s0-cp": {"checkpoint": "/ckpt/prefix-s0-cp", "parent_run_id": "run-prefix-s0-cp"}
+    }
+    # A sweep started before trials carried branch_source resumes with its recorded configs.
+    older = [_finished("prefix-s0-cp", None), _finished("scratch-s0-cp-t1", None)]
+    assert sorted(stage_checkpoints(older)) == ["prefix-s0-cp", "scratch-s0-cp-t1"]
+    lost = _finished("prefix-s1-cp", True)
+    lost.checkpoint = None
+    with pytest.raises(RuntimeError, match="prefix-s1-cp finished without a checkpoint"):
+        stage_checkpoints([lost])
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ def _table_headers(markdown: str) -> list[str]:
 
 
 @pytest.mark.e2e
-@pytest.mark.xdist_group("own_ray")
+@pytest.mark.own_ray
 def test_one_study_cell_at_tiny_scale_has_the_committed_report_format(tmp_path):
     raw = yaml.safe_load(STUDY.read_text())
     raw["name"] = raw["mlflow"]["experiment"] = "study_cell"

@@ -186,7 +186,19 @@ class QMix(Algorithm):
         records under `test_records` (knife.policies.metric_keys; read with test_records())."""
         result = super().step()
         result[mk.TEST_RECORDS], self._test_records = self._test_records, []
+        # States (counters, the latest test, plasticity, task results) as they stand at the
+        # iteration's end, put in once: logged through the MetricsLogger at every
+        # training_step, they cost ~130 log_value calls per step.
+        result.setdefault(KNIFE, {}).update(self._states())
         return result
+
+    def _states(self) -> dict[str, float]:
+        states = {key: float(self.counters[key]) for key in mk.COUNTER_KEYS}
+        states.update(self._last_test)
+        states.update(self._plasticity_latest)
+        if self.sequence is not None:
+            states.update(self.progress.metrics())
+        return states
 
     def training_step(self) -> None:
         cfg = self.config
@@ -221,16 +233,7 @@ class QMix(Algorithm):
         learn_s = time.perf_counter() - t1
         if learner_results:
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
-            # Plasticity metrics are states reported every few updates, not per-update
-            # samples: report the latest value of each.
-            latest = {}
-            for result in learner_results:
-                for key, stat in result.get(DEFAULT_MODULE_ID, {}).items():
-                    if isinstance(key, str) and key.startswith(mk.PLASTICITY):
-                        value = float(stat.peek() if hasattr(stat, "peek") else stat)
-                        if not np.isnan(value):
-                            latest[key] = value
-            self._plasticity_latest.update(latest)
+            self._plasticity_latest.update(self._learner_plasticity())
             self._sync_weights()
 
         if self._task_finished():
@@ -256,15 +259,6 @@ class QMix(Algorithm):
             log[mk.TRAIN_WIN_RATE] = float(np.mean(won))
         for key, value in log.items():
             self.metrics.log_value((KNIFE, key), value, reduce="mean")
-        for key in (mk.ENV_STEPS, mk.EPISODES, mk.LEARNER_UPDATES):
-            self.metrics.log_value((KNIFE, key), self.counters[key], reduce=None, window=1)
-        # States (latest test, plasticity, task results) are re-logged every step: a value
-        # logged once would read as NaN in later results.
-        states = {**self._last_test, **self._plasticity_latest}
-        if self.sequence is not None:
-            states.update(self.progress.metrics())
-        for key, value in states.items():
-            self.metrics.log_value((KNIFE, key), value, reduce=None, window=1)
         self.metrics.log_value((KNIFE, "iteration_env_steps"), steps, reduce="sum")
         self.metrics.log_value(
             (KNIFE, "iteration_seconds"), time.perf_counter() - step_start, reduce="sum"
@@ -331,6 +325,13 @@ class QMix(Algorithm):
         )
         self.counters["learner_updates"] += 1
         return results
+
+    def _learner_plasticity(self) -> dict[str, float]:
+        """The plasticity metrics the Learner measured last (states reported every few
+        updates, not per-update samples; the first Learner's, as all hold one network)."""
+        results = self.learner_group.foreach_learner(lambda learner: learner.plasticity_metrics())
+        latest = next(iter(results)).get().get(DEFAULT_MODULE_ID, {})
+        return {key: float(v) for key, v in latest.items() if not np.isnan(float(v))}
 
     def on_task_switch(self) -> dict[str, float]:
         """Tell the Learner(s) a new task starts (plasticity trigger and the sequence's

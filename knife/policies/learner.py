@@ -129,6 +129,11 @@ class QMixTorchLearner(TorchLearner):
         self.reward_stats = RunningMeanStd()
         self._last_batch: dict[str, dict[str, torch.Tensor]] = {}
         self._last_targets: dict[str, dict[str, torch.Tensor]] = {}
+        # The hooks' latest metrics per module: states measured every few updates, which the
+        # Algorithm reads (`plasticity_metrics`). Kept out of RLlib's MetricsLogger, which
+        # reduces and merges every key it ever saw at every update: with these ~100 keys in
+        # it, that bookkeeping cost a third of an update (docs/performance.md).
+        self.plasticity_latest: dict[str, dict[str, float]] = {}
         self.plasticity: dict[str, PlasticityHook] = {}
         for module_id, module in self.module._rl_modules.items():
             config = self.config.get_config_for_module(module_id)
@@ -210,7 +215,11 @@ class QMixTorchLearner(TorchLearner):
                 self._last_batch.get(module_id),
             )
             if metrics:
-                self.metrics.log_dict(metrics, key=module_id, window=1)
+                self.plasticity_latest.setdefault(module_id, {}).update(metrics)
+
+    def plasticity_metrics(self) -> dict[str, dict[str, float]]:
+        """The hooks' latest metrics per module (each value as last measured)."""
+        return self.plasticity_latest
 
     def on_task_switch(
         self, *, target: str, optimizer: str, replay_batch: MultiAgentBatch | None = None
@@ -240,7 +249,7 @@ class QMixTorchLearner(TorchLearner):
                 reset_optimizer_params(hook.optimizer, module.parameters())
             if target == "sync":
                 sync_targets(module)
-            self.metrics.log_dict(out[module_id], key=module_id, window=1)
+            self.plasticity_latest.setdefault(module_id, {}).update(out[module_id])
         return out
 
     def _batch_fn(self, module_id: str) -> Callable[[], Any] | None:
@@ -265,8 +274,12 @@ class QMixTorchLearner(TorchLearner):
 
         return loss
 
-    def get_state(self, *args, **kwargs) -> dict[str, Any]:
-        state = super().get_state(*args, **kwargs)
+    def get_state(self, components=None, *, not_components=None, **kwargs) -> dict[str, Any]:
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        # Not asked for by a weight sync (components="rl_module"): the monitor's state is
+        # copied only into checkpoints.
+        if not self._check_component(PLASTICITY_STATE, components, not_components):
+            return state
         state[PLASTICITY_STATE] = {
             "num_updates": self.num_updates,
             "reward_stats": vars(self.reward_stats).copy(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 ENV_STEPS = "env_steps"
 EPISODES = "episodes"
 LEARNER_UPDATES = "learner_updates"
+COUNTER_KEYS = (ENV_STEPS, EPISODES, LEARNER_UPDATES)
 # The latest greedy test (`TEST_AT`: the env step it ran at).
 TEST = "test/"
 TEST_RETURN = TEST + "return"

@@ -5,9 +5,10 @@ to the local EnvRunner directly (knife.policies.algorithm._sync_weights); RLlib'
 EnvRunnerGroup.sync_weights also puts them in Ray's object store for remote EnvRunners, even
 when there are none. One Algorithm (the two-step game with the schedule of
 tests/policies/test_qmix_e2e.py's two-step tests, built as `knife train` builds it) trains
-alternating blocks of `--block` env steps under each; the medians and their ratio.
+alternating blocks of `--block` iterations (1000 env steps each) under each; the medians of
+the seconds per 1000 env steps and their ratio.
 
-    python benchmarks/local_weight_sync.py [--block 600] [--repeats 3]
+    python benchmarks/local_weight_sync.py [--block 2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ TWO_STEP = {
 }
 
 
-def _train(algo, steps: int) -> None:
-    while algo.counters["env_steps"] < steps:
+def _seconds_per_1000_steps(algo, iterations: int) -> float:
+    steps, start = algo.counters["env_steps"], time.perf_counter()
+    for _ in range(iterations):
         algo.train()
+    return 1000 * (time.perf_counter() - start) / (algo.counters["env_steps"] - steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--block", type=int, default=600)
+    parser.add_argument("--block", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
@@ -61,22 +64,18 @@ def main() -> None:
         )
         self._weights_synced = True
 
-    steps = 200
-    _train(algo, steps)  # past learning_starts: every iteration updates and syncs
+    algo.train()  # past learning_starts: every later iteration updates and syncs
     seconds: dict[str, list[float]] = {"direct": [], "rllib": []}
     for _ in range(args.repeats):
         for side, sync in (("rllib", through_rllib), ("direct", direct)):  # alternating
             cls._sync_weights = sync
-            steps += args.block
-            start = time.perf_counter()
-            _train(algo, steps)
-            seconds[side].append(time.perf_counter() - start)
-            print(f"{side}: {seconds[side][-1]:.2f} s per {args.block} env steps", flush=True)
+            seconds[side].append(_seconds_per_1000_steps(algo, args.block))
+            print(f"{side}: {seconds[side][-1]:.2f} s per 1000 env steps", flush=True)
     cls._sync_weights = direct
     algo.stop()
     ray.shutdown()
     med = {side: statistics.median(s) for side, s in seconds.items()}
-    print(f"\nmedian of {args.repeats} alternating blocks of {args.block} env steps")
+    print(f"\nmedian of {args.repeats} alternating blocks of {args.block} iterations")
     for side, s in seconds.items():
         print(f"{side}: {med[side]:.2f} s ({', '.join(f'{x:.2f}' for x in s)})")
     print(f"direct / rllib: {med['direct'] / med['rllib']:.2f}x")

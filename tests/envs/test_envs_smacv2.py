@@ -170,7 +170,9 @@ def test_unavailable_action_is_refused_before_the_game_sees_it():
 
 
 def test_crash_mid_episode_truncates_and_the_next_reset_restarts(caplog):
-    env, factory = fake_env(crash_on_step=3, faulty=1, enemy_kill_prob=0.0)
+    # Nobody dies (kill_prob, enemy_kill_prob 0): the unseeded game of a reset without a seed
+    # must not end the episode before the crash (it won in 2 steps once, in CI).
+    env, factory = fake_env(crash_on_step=3, faulty=1, kill_prob=0.0, enemy_kill_prob=0.0)
     obs, _ = env.reset()  # no seed: keeps the first (faulty) game the constructor built
     for _ in range(2):
         obs, *_ = env.step(attack_or_stop(obs))

@@ -4,7 +4,8 @@ With sampling in the driver (`num_env_runners: 0`), knife's QMix hands the Learn
 to the local EnvRunner directly (knife.policies.algorithm._sync_weights); RLlib's
 EnvRunnerGroup.sync_weights also puts them in Ray's object store for remote EnvRunners, even
 when there are none. One Algorithm (the two-step game with the schedule of
-tests/policies/test_qmix_e2e.py's two-step tests, built as `knife train` builds it) trains
+tests/policies/test_qmix_e2e.py's two-step tests: tune_configs/train_two_step.yaml, built as
+`knife train` builds it) trains
 alternating blocks of `--block` iterations (1000 env steps each) under each; the medians of
 the seconds per 1000 env steps and their ratio.
 
@@ -16,23 +17,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
-TWO_STEP = {
-    "algorithm": "qmix",
-    "env": "matrix:two_step",
-    "steps": 10**6,  # the blocks decide when to stop
-    "seed": 0,
-    "training": {
-        "lr": 1e-3,
-        "batch_size": 32,
-        "learning_starts": 32,
-        "target_update_interval": 50,
-        "epsilon_anneal_steps": 2000,
-        "td_lambda": 0.0,
-        "num_env_runners": 0,
-    },
-    "evaluation": {"interval": 1000, "episodes": 4},
-}
+ROOT = Path(__file__).resolve().parents[1]
+# tune_configs/train_two_step.yaml with the learning tests' buffer, tests and sampling.
+TWO_STEP = (
+    ROOT / "tune_configs" / "train_two_step.yaml",
+    [
+        "steps=1000000",  # the blocks decide when to stop
+        "training.buffer_size=5000",
+        "training.num_env_runners=0",
+        "evaluation.interval=1000",
+        "evaluation.episodes=4",
+    ],
+)
 
 
 def _seconds_per_1000_steps(algo, iterations: int) -> float:
@@ -51,10 +49,10 @@ def main() -> None:
     import ray
 
     from knife.platform.algorithm_factory import build_algorithm
-    from knife.platform.config import parse_trial_config
+    from knife.platform.config import load_trial_config
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    algo = build_algorithm(parse_trial_config(TWO_STEP))
+    algo = build_algorithm(load_trial_config(*TWO_STEP))
     cls = type(algo)
     direct = cls._sync_weights
 

@@ -47,13 +47,13 @@ LearnerGroup.update = timed
     + """
 cfg = load_trial_config(f"{root}/{config}", ["training.num_env_runners=0", "steps=1000000"])
 algo = build_algorithm(cfg)
-marks = []  # (seconds, env steps) after each iteration, from the first past the warm-up
+start = None  # (seconds, env steps) at the end of the first iteration past the warm-up
 while len(times) < wanted + warmup:
     algo.train()
-    if len(times) >= warmup:
-        marks.append((time.perf_counter(), algo.counters["env_steps"]))
-(t0, s0), (t1, s1) = marks[0], marks[-1]
-print(json.dumps({"updates": times[warmup:], "steps_per_s": (s1 - s0) / (t1 - t0)}))
+    if start is None and len(times) >= warmup:
+        start = (time.perf_counter(), algo.counters["env_steps"])
+rate = (algo.counters["env_steps"] - start[1]) / (time.perf_counter() - start[0])
+print(json.dumps({"updates": times[warmup:], "steps_per_s": rate}))
 algo.stop()
 """
 )

@@ -186,6 +186,10 @@ class QMix(Algorithm):
         records under `test_records` (knife.policies.metric_keys; read with test_records())."""
         result = super().step()
         result[mk.TEST_RECORDS], self._test_records = self._test_records, []
+        # The Learner's dict holds each plasticity metric as last measured (switches
+        # included), so reading it once per iteration gives what reading it after every
+        # update would.
+        self._plasticity_latest.update(self._learner_plasticity())
         # States (counters, the latest test, plasticity, task results) as they stand at the
         # iteration's end, put in once: logged through the MetricsLogger at every
         # training_step, they cost ~130 log_value calls per step.
@@ -233,7 +237,6 @@ class QMix(Algorithm):
         learn_s = time.perf_counter() - t1
         if learner_results:
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
-            self._plasticity_latest.update(self._learner_plasticity())
             self._sync_weights()
 
         if self._task_finished():
@@ -329,7 +332,7 @@ class QMix(Algorithm):
     def _learner_plasticity(self) -> dict[str, float]:
         """The plasticity metrics the Learner measured last (states reported every few
         updates, not per-update samples; the first Learner's, as all hold one network)."""
-        results = self.learner_group.foreach_learner(lambda learner: learner.plasticity_metrics())
+        results = self.learner_group.foreach_learner(lambda learner: learner.plasticity_latest)
         latest = next(iter(results)).get().get(DEFAULT_MODULE_ID, {})
         return {key: float(v) for key, v in latest.items() if not np.isnan(float(v))}
 

@@ -130,7 +130,7 @@ class QMixTorchLearner(TorchLearner):
         self._last_batch: dict[str, dict[str, torch.Tensor]] = {}
         self._last_targets: dict[str, dict[str, torch.Tensor]] = {}
         # The hooks' latest metrics per module: states measured every few updates, which the
-        # Algorithm reads (`plasticity_metrics`). Kept out of RLlib's MetricsLogger, which
+        # Algorithm reads once per iteration. Kept out of RLlib's MetricsLogger, which
         # reduces and merges every key it ever saw at every update: with these ~100 keys in
         # it, that bookkeeping cost a third of an update (docs/performance.md).
         self.plasticity_latest: dict[str, dict[str, float]] = {}
@@ -216,10 +216,6 @@ class QMixTorchLearner(TorchLearner):
             )
             if metrics:
                 self.plasticity_latest.setdefault(module_id, {}).update(metrics)
-
-    def plasticity_metrics(self) -> dict[str, dict[str, float]]:
-        """The hooks' latest metrics per module (each value as last measured)."""
-        return self.plasticity_latest
 
     def on_task_switch(
         self, *, target: str, optimizer: str, replay_batch: MultiAgentBatch | None = None
